@@ -1,0 +1,162 @@
+"""TFLite backend: ``tflite-runtime`` where its wheel exists, else ``ai-edge-litert``.
+
+Both packages expose the same ``Interpreter`` class. Quantized inputs and
+outputs are handled here: float feeds are quantized with the tensor's scale
+and zero point, and integer outputs are dequantized to float32, so the model
+code above never sees the difference between an fp32 and an int8 variant.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from edge_runtime.backends.base import Backend, Feeds, Session, SessionOptions, TensorSpec
+from edge_runtime.errors import BackendError
+
+logger = logging.getLogger(__name__)
+
+
+def _interpreter_class():
+    try:
+        from tflite_runtime.interpreter import Interpreter  # type: ignore[import-not-found]
+    except ImportError:
+        from ai_edge_litert.interpreter import Interpreter  # type: ignore[import-not-found]
+    return Interpreter
+
+
+def _spec(detail: dict) -> TensorSpec:
+    signature = detail.get("shape_signature")
+    dims = signature if signature is not None and len(signature) else detail["shape"]
+    shape = tuple(int(d) if d >= 0 else None for d in dims)
+    return TensorSpec(detail["name"], shape, np.dtype(detail["dtype"]).name)
+
+
+def _quantize(array: np.ndarray, detail: dict) -> np.ndarray:
+    dtype = np.dtype(detail["dtype"])
+    if array.dtype == dtype:
+        return array
+    scale, zero_point = detail["quantization"]
+    if dtype.kind in "iu" and scale:
+        info = np.iinfo(dtype)
+        quantized = np.round(array.astype(np.float32) / scale + zero_point)
+        return np.clip(quantized, info.min, info.max).astype(dtype)
+    return array.astype(dtype)
+
+
+def _dequantize(array: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero_point = detail["quantization"]
+    if array.dtype.kind in "iu" and scale:
+        return (array.astype(np.float32) - zero_point) * scale
+    return array
+
+
+class TfliteSession(Session):
+    backend_name = "tflite"
+
+    def __init__(self, interpreter, path: Path) -> None:
+        self._interpreter = interpreter
+        self._path = path
+        self._batch = 1
+        self._loop_batches = False
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self._input_details = self._interpreter.get_input_details()
+        self._output_details = self._interpreter.get_output_details()
+        self._inputs = [_spec(d) for d in self._input_details]
+        self._outputs = [_spec(d) for d in self._output_details]
+
+    @property
+    def inputs(self) -> Sequence[TensorSpec]:
+        return self._inputs
+
+    @property
+    def outputs(self) -> Sequence[TensorSpec]:
+        return self._outputs
+
+    def _resize(self, batch: int) -> bool:
+        """Resize every input to ``batch``; return False when the graph refuses."""
+        try:
+            for detail in self._input_details:
+                shape = list(detail["shape"])
+                shape[0] = batch
+                self._interpreter.resize_tensor_input(detail["index"], shape, strict=False)
+            self._interpreter.allocate_tensors()
+        except (RuntimeError, ValueError) as exc:
+            logger.debug("%s: cannot resize the batch to %d (%s); running per sample", self._path, batch, exc)
+            for detail in self._input_details:
+                shape = list(detail["shape"])
+                shape[0] = 1
+                self._interpreter.resize_tensor_input(detail["index"], shape, strict=False)
+            self._interpreter.allocate_tensors()
+            self._batch = 1
+            self._refresh()
+            return False
+        self._batch = batch
+        self._refresh()
+        return True
+
+    def _invoke(self, named: dict[str, np.ndarray]) -> list[np.ndarray]:
+        for detail in self._input_details:
+            self._interpreter.set_tensor(detail["index"], _quantize(named[detail["name"]], detail))
+        self._interpreter.invoke()
+        return [_dequantize(self._interpreter.get_tensor(d["index"]).copy(), d) for d in self._output_details]
+
+    def run(self, feeds: Feeds) -> list[np.ndarray]:
+        if self._interpreter is None:
+            raise BackendError("TFLite session is closed; load the model again")
+        named = self._feeds_by_name(feeds)
+        batch = next(iter(named.values())).shape[0]
+
+        if batch != self._batch and not self._loop_batches:
+            if not self._resize(batch):
+                self._loop_batches = True
+
+        if batch == self._batch:
+            return self._invoke(named)
+
+        if self._batch != 1:
+            self._resize(1)
+        parts = [self._invoke({k: v[i : i + 1] for k, v in named.items()}) for i in range(batch)]
+        return [np.concatenate([p[j] for p in parts], axis=0) for j in range(len(self._outputs))]
+
+    def close(self) -> None:
+        self._interpreter = None
+
+
+class TfliteBackend(Backend):
+    """Runs ``.tflite`` files with the TFLite interpreter and its default XNNPACK delegate."""
+
+    name = "tflite"
+    formats = ("tflite",)
+    install_hint = "pip install 'edge-runtime[tflite]'  (or: pip install ai-edge-litert, or tflite-runtime on ARM)"
+
+    @classmethod
+    def check(cls) -> str:
+        try:
+            import tflite_runtime  # type: ignore[import-not-found]
+
+            return f"tflite-runtime {tflite_runtime.__version__}"
+        except ImportError:
+            import ai_edge_litert  # type: ignore[import-not-found]
+
+            version = getattr(ai_edge_litert, "__version__", None)
+            if version is None:
+                from importlib import metadata
+
+                version = metadata.version("ai-edge-litert")
+            return f"ai-edge-litert {version}"
+
+    def load(self, path: Path, options: SessionOptions = SessionOptions()) -> Session:
+        interpreter_class = _interpreter_class()
+        threads = options.num_threads if options.num_threads > 0 else None
+        try:
+            interpreter = interpreter_class(model_path=str(path), num_threads=threads)
+            interpreter.allocate_tensors()
+        except Exception as exc:
+            raise BackendError(f"{path}: the TFLite interpreter cannot load the model: {exc}") from exc
+        return TfliteSession(interpreter, Path(path))

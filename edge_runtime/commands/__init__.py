@@ -1,0 +1,1 @@
+"""Subcommands of the ``edge-runtime`` CLI, one module each."""

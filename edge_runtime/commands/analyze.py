@@ -1,0 +1,5 @@
+"""Placeholder until the analyze command lands."""
+
+
+def register(subparsers) -> None:
+    pass

@@ -1,0 +1,5 @@
+"""Placeholder until the models command lands."""
+
+
+def register(subparsers) -> None:
+    pass

@@ -1,0 +1,5 @@
+"""Placeholder until the run command lands."""
+
+
+def register(subparsers) -> None:
+    pass

@@ -1,0 +1,1 @@
+"""Face detection, face crops and per-face classification."""
