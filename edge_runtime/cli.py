@@ -59,6 +59,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("edge-runtime: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of stdout went away (e.g. `| head`); stop quietly.
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

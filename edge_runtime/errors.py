@@ -52,3 +52,11 @@ class ImageReadError(EdgeRuntimeError):
 
 class SourceError(EdgeRuntimeError):
     """A frame source (camera, file, stream or pipeline) cannot be opened."""
+
+
+class ConversionError(EdgeRuntimeError):
+    """Converting a trained model into a model package failed (raised by ``converters``)."""
+
+
+class UnpinnedFileError(IntegrityError):
+    """A download has no pinned sha256 and the user neither pinned one nor accepted it unpinned."""
