@@ -1,0 +1,1 @@
+"""Per-stage latency benchmark of edge-runtime; run it with ``python -m bench``."""
