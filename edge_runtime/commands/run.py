@@ -1,5 +1,155 @@
-"""Placeholder until the run command lands."""
+"""``edge-runtime run``: the capture service.
+
+It reads frames from a camera, file, stream or GStreamer pipeline, analyzes
+the faces, and publishes per-window aggregates, stats and status over MQTT.
+A file source returns when the file ends, after the last window, the final
+stats and ``offline`` are published. SIGTERM and SIGINT stop it the same
+way; a second SIGINT interrupts the flush.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from edge_runtime.capture.runner import open_service
+from edge_runtime.config import Config, LoggingConfig, apply_overrides, load_config
+
+logger = logging.getLogger(__name__)
 
 
 def register(subparsers) -> None:
-    pass
+    parser = subparsers.add_parser(
+        "run",
+        help="run the capture service: frames -> faces -> MQTT",
+        description=(
+            "Analyze the faces of a camera, video file, stream or GStreamer pipeline and publish "
+            "per-window aggregates, stats and status to an MQTT broker. Flags override the config file."
+        ),
+    )
+    parser.add_argument("--config", type=Path, metavar="FILE", help="YAML config file (see examples/config.yaml)")
+
+    # Source and analysis.
+    parser.add_argument(
+        "--source",
+        metavar="SPEC",
+        help="camera index (0), video file, stream URL (rtsp://...) or GStreamer pipeline (default: 0)",
+    )
+    parser.add_argument(
+        "--realtime",
+        action="store_true",
+        default=None,
+        help="pace a video file at its fps and drop frames that the pipeline cannot keep up with",
+    )
+    parser.add_argument("--every-n", type=positive_int, metavar="N", help="analyze every N-th frame (default: 1)")
+    parser.add_argument(
+        "--window", type=float, metavar="SECONDS", help="aggregation window in seconds of source time (default: 10)"
+    )
+    parser.add_argument(
+        "--max-frames", type=positive_int, metavar="N", help="stop after N analyzed frames (default: no limit)"
+    )
+
+    # Models.
+    parser.add_argument(
+        "--profile", metavar="NAME", help="device profile name or YAML path (default: detected from this machine)"
+    )
+    parser.add_argument(
+        "--store",
+        type=Path,
+        metavar="DIR",
+        help="model store directory (default: $EDGE_RUNTIME_MODELS, else $STATE_DIRECTORY/models, "
+        "else $XDG_DATA_HOME/edge-runtime/models)",
+    )
+
+    # MQTT.
+    parser.add_argument(
+        "--broker", metavar="URL", help="broker URL mqtt://HOST:PORT or mqtts://HOST:PORT (default: mqtt://127.0.0.1:1883)"
+    )
+    parser.add_argument("--device-id", metavar="ID", help="device id in topics and client id (default: host name)")
+
+    parser.set_defaults(handler=run)
+
+
+def positive_int(text: str) -> int:
+    """Parse a command-line integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    """Load ``--config`` (or the defaults) and apply the command-line flags over it."""
+    config = load_config(args.config) if args.config else Config()
+    return apply_overrides(
+        config,
+        {
+            "source.spec": args.source,
+            "source.realtime": args.realtime,
+            "source.every_n": args.every_n,
+            "mqtt.broker": args.broker,
+            "mqtt.device_id": args.device_id,
+            "window_s": args.window,
+            "profile": args.profile,
+            "store": args.store,
+        },
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    config = build_config(args)
+    apply_logging(config.logging)
+
+    service = open_service(config)
+    restore = install_stop_handlers(service.runner.stop)
+    try:
+        summary = service.runner.run(max_frames=args.max_frames)
+    finally:
+        restore()
+        service.close()
+
+    for stage, latency in sorted(summary.latency_ms.items()):
+        logger.info("latency %-10s mean %7.2f ms  p95 %7.2f ms  (%d samples)", stage, latency.mean_ms, latency.p95_ms, latency.count)
+    return 0
+
+
+def apply_logging(settings: LoggingConfig) -> None:
+    """Set the root and per-logger levels from the config file's ``logging`` section."""
+    if settings.level is not None:
+        logging.getLogger().setLevel(settings.level)
+    for name, level in settings.loggers.items():
+        logging.getLogger(name).setLevel(level)
+
+
+def install_stop_handlers(stop: Callable[[str], None]) -> Callable[[], None]:
+    """Make SIGTERM and SIGINT call ``stop``; return a function that restores the old handlers.
+
+    After the first signal the previous handlers come back, so a second
+    SIGINT raises KeyboardInterrupt. Outside the main thread nothing is installed.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    signals = (signal.SIGTERM, signal.SIGINT)
+    previous: dict[int, Any] = {number: signal.getsignal(number) for number in signals}
+
+    def restore() -> None:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+    def handle(number: int, frame: Optional[Any]) -> None:
+        name = signal.Signals(number).name
+        logger.info("%s received; publishing the last window and stopping", name)
+        restore()
+        stop(f"{name} received")
+
+    for number in signals:
+        signal.signal(number, handle)
+    return restore

@@ -1,0 +1,414 @@
+"""The capture loop: frames -> faces -> tracks -> windows -> MQTT.
+
+``Runner`` drives one source through a face analyzer, an IoU tracker and a
+window aggregator, and publishes through an ``MqttPublisher``: one
+``faces`` message per window, ``stats`` every ``stats_interval_s`` seconds
+of wall time, and a retained ``status`` at start. When the source ends or
+``stop()`` is called, the runner publishes the last, partial window and a
+final stats message, then closes the publisher, which sends ``offline``
+and flushes for a bounded time.
+
+``open_service`` builds the whole service from a ``Config``: the device
+profile, the model store, the analyzer, the source and the publisher.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Protocol, Sequence
+
+import numpy as np
+
+from edge_runtime.capture.aggregation import WindowAggregator, WindowSummary
+from edge_runtime.capture.messages import LatencySummary, faces_message, stats_message, status_message
+from edge_runtime.capture.mqtt import MqttPublisher
+from edge_runtime.capture.source import FrameSource, SourceKind
+from edge_runtime.capture.tracking import IouTracker
+from edge_runtime.config import Config
+from edge_runtime.errors import EdgeRuntimeError, ModelNotFoundError
+from edge_runtime.models.store import ModelStore
+from edge_runtime.profiles import detect_profile, load_profile
+from edge_runtime.vision.analyzer import FaceAnalyzer
+from edge_runtime.vision.types import FaceResult
+
+logger = logging.getLogger(__name__)
+
+# Samples kept per stage for the run's p95; the mean covers every sample.
+RUN_LATENCY_SAMPLES = 10_000
+
+# A run stops after this many frames in a row fail to analyze, because the
+# failure is then no longer a single bad frame.
+MAX_CONSECUTIVE_FAILURES = 50
+
+class Analyzer(Protocol):
+    """Interface of the analyzer that the runner uses; ``edge_runtime.vision.analyzer.FaceAnalyzer`` implements it."""
+
+    last_timings_ms: dict[str, float]
+
+    @property
+    def models(self) -> Mapping[str, Mapping[str, Any]]: ...
+
+    def analyze(self, frame_bgr: np.ndarray) -> list[FaceResult]: ...
+
+    def close(self) -> None: ...
+
+
+class LatencyRecorder:
+    """Per-stage latency samples in milliseconds, for the current stats interval and for the run."""
+
+    def __init__(self) -> None:
+        self._interval: dict[str, list[float]] = collections.defaultdict(list)
+        self._run: dict[str, collections.deque[float]] = collections.defaultdict(
+            lambda: collections.deque(maxlen=RUN_LATENCY_SAMPLES)
+        )
+        self._run_sum: dict[str, float] = collections.defaultdict(float)
+        self._run_count: dict[str, int] = collections.defaultdict(int)
+
+    def add(self, stage: str, milliseconds: float) -> None:
+        self._interval[stage].append(milliseconds)
+        self._run[stage].append(milliseconds)
+        self._run_sum[stage] += milliseconds
+        self._run_count[stage] += 1
+
+    def take_interval(self) -> dict[str, LatencySummary]:
+        """Return the interval's summary per stage and start a new interval."""
+        summary = {stage: _summarize(samples) for stage, samples in self._interval.items() if samples}
+        self._interval = collections.defaultdict(list)
+        return summary
+
+    def run_summary(self) -> dict[str, LatencySummary]:
+        """Return the summary over the run: the mean of all samples, p95 of the most recent ones."""
+        return {
+            stage: LatencySummary(
+                mean_ms=self._run_sum[stage] / self._run_count[stage],
+                p95_ms=float(np.percentile(np.asarray(samples), 95)),
+                count=self._run_count[stage],
+            )
+            for stage, samples in self._run.items()
+            if samples
+        }
+
+
+def _summarize(samples: Sequence[float]) -> LatencySummary:
+    array = np.asarray(samples, dtype=np.float64)
+    return LatencySummary(mean_ms=float(array.mean()), p95_ms=float(np.percentile(array, 95)), count=int(array.size))
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """Counters and latencies of one run. ``fps`` is analyzed frames per second of wall time."""
+
+    reason: str
+    frames_analyzed: int
+    frames_read: int
+    frames_dropped: int
+    windows_published: int
+    wall_s: float
+    fps: float
+    latency_ms: dict[str, LatencySummary] = field(default_factory=dict)
+    delivered: bool = True
+
+
+class Runner:
+    """Run the capture loop of one source until it ends, ``max_frames`` is reached or ``stop()`` is called."""
+
+    def __init__(
+        self,
+        config: Config,
+        analyzer: Analyzer,
+        source: FrameSource,
+        publisher: MqttPublisher,
+        *,
+        profile_name: Optional[str] = None,
+    ) -> None:
+        self.config = config
+        self.analyzer = analyzer
+        self.source = source
+        self.publisher = publisher
+        self.profile_name = profile_name
+        self.latency = LatencyRecorder()
+        self._stop_reason: Optional[str] = None
+        self._stop_lock = threading.Lock()
+
+    def stop(self, reason: str = "stop requested") -> None:
+        """End the run after the current frame; safe from a signal handler or another thread."""
+        with self._stop_lock:
+            if self._stop_reason is None:
+                self._stop_reason = reason
+        self.source.stop()
+
+    def run(self, max_frames: Optional[int] = None) -> RunSummary:
+        """Process frames and publish, and return after the final messages are flushed.
+
+        The source must be open. The runner starts the publisher and closes
+        it at the end. Closing the source and the analyzer is left to the caller.
+        """
+        started_wall = time.time()
+        started = time.monotonic()
+        device_id = self.publisher.device_id
+
+        self.publisher.start()
+        self.publisher.publish_json(self.publisher.topics.status, self._status(started_wall), retain=True)
+
+        tracker = IouTracker(self.config.tracking.min_iou, self.config.tracking.max_missed)
+        frame_interval = self.source.nominal_interval_s if self.source.kind is SourceKind.FILE else None
+        aggregator = WindowAggregator(self.config.window_s, self.config.min_track_frames, frame_interval)
+
+        frames = 0
+        windows = 0
+        failures = 0
+        interval_frames = 0
+        interval_started = started
+        dropped_at_interval_start = 0
+        reason = "source ended"
+
+        try:
+            read_start = time.perf_counter()
+            for frame in self.source:
+                frame_start = time.perf_counter()
+                # Waiting for the source: decoding for files, the wait for the next frame for live sources.
+                self.latency.add("read", (frame_start - read_start) * 1000.0)
+                try:
+                    faces = self.analyzer.analyze(frame.image)
+                except EdgeRuntimeError as exc:
+                    failures += 1
+                    if failures == 1 or failures % 10 == 0:
+                        logger.error("analysis of frame %d failed (%d in a row): %s", frame.index, failures, exc)
+                    if failures >= MAX_CONSECUTIVE_FAILURES:
+                        raise
+                    read_start = time.perf_counter()
+                    continue
+                failures = 0
+
+                for stage, milliseconds in self.analyzer.last_timings_ms.items():
+                    self.latency.add(stage, milliseconds)
+
+                track_ids = tracker.update([face.detection.box for face in faces])
+                closed = aggregator.add(frame.media_s, frame.wall_time, list(zip(track_ids, faces)))
+                for window in closed:
+                    self._publish_window(window)
+                    windows += 1
+
+                self.latency.add("frame", (time.perf_counter() - frame_start) * 1000.0)
+                frames += 1
+                interval_frames += 1
+                logger.debug(
+                    "frame %d at %.3f s: %d faces, tracks %s", frame.index, frame.media_s, len(faces), track_ids
+                )
+
+                if max_frames is not None and frames >= max_frames:
+                    reason = f"max frames ({max_frames}) reached"
+                    break
+
+                now = time.monotonic()
+                if now - interval_started >= self.config.stats_interval_s:
+                    dropped_total = self.source.stats.frames_dropped
+                    self._publish_stats(
+                        device_id,
+                        now - interval_started,
+                        now - started,
+                        interval_frames,
+                        frames,
+                        dropped_total - dropped_at_interval_start,
+                        final=False,
+                    )
+                    interval_started = now
+                    interval_frames = 0
+                    dropped_at_interval_start = dropped_total
+                read_start = time.perf_counter()
+        finally:
+            if self._stop_reason is not None:
+                reason = self._stop_reason
+
+            final_window = aggregator.flush()
+            if final_window is not None:
+                self._publish_window(final_window)
+                windows += 1
+
+            now = time.monotonic()
+            dropped_total = self.source.stats.frames_dropped
+            self._publish_stats(
+                device_id,
+                now - interval_started,
+                now - started,
+                interval_frames,
+                frames,
+                dropped_total - dropped_at_interval_start,
+                final=True,
+            )
+            delivered = self.publisher.close()
+
+        wall_s = time.monotonic() - started
+        source_stats = self.source.stats
+        summary = RunSummary(
+            reason=reason,
+            frames_analyzed=frames,
+            frames_read=source_stats.frames_read,
+            frames_dropped=source_stats.frames_dropped,
+            windows_published=windows,
+            wall_s=wall_s,
+            fps=frames / wall_s if wall_s > 0 else 0.0,
+            latency_ms=self.latency.run_summary(),
+            delivered=delivered,
+        )
+        logger.info(
+            "run ended (%s): %d frames analyzed in %.1f s (%.1f fps), %d dropped, %d windows published",
+            reason,
+            frames,
+            wall_s,
+            summary.fps,
+            summary.frames_dropped,
+            windows,
+        )
+        return summary
+
+    def _publish_window(self, window: WindowSummary) -> None:
+        message = faces_message(window, self.publisher.device_id)
+        self.publisher.publish_json(self.publisher.topics.faces, message)
+        logger.info(
+            "window %d published: %.1f-%.1f s, %d frames, %d tracks%s",
+            window.index,
+            window.media_start_s,
+            window.media_end_s,
+            window.frames,
+            len(window.tracks),
+            " (final)" if window.final else "",
+        )
+
+    def _publish_stats(
+        self,
+        device_id: str,
+        interval_s: float,
+        uptime_s: float,
+        interval_frames: int,
+        frames_total: int,
+        dropped: int,
+        *,
+        final: bool,
+    ) -> None:
+        source_stats = self.source.stats
+        message = stats_message(
+            device_id,
+            interval_s=interval_s,
+            uptime_s=uptime_s,
+            frames_analyzed=interval_frames,
+            frames_analyzed_total=frames_total,
+            frames_read_total=source_stats.frames_read,
+            frames_dropped=dropped,
+            frames_dropped_total=source_stats.frames_dropped,
+            latency=self.latency.take_interval(),
+            source_queue_depth=source_stats.queue_depth,
+            mqtt_queue_depth=self.publisher.queue_depth,
+            mqtt_dropped_total=self.publisher.dropped_total,
+            mqtt_connected=self.publisher.connected,
+            final=final,
+        )
+        self.publisher.publish_json(self.publisher.topics.stats, message)
+        logger.debug("stats published: %.1f fps over %.1f s", message["fps"], interval_s)
+
+    def _status(self, started_wall: float) -> dict[str, Any]:
+        config = self.config
+        return status_message(
+            self.publisher.device_id,
+            started=started_wall,
+            profile=self.profile_name,
+            models=self.analyzer.models,
+            source={
+                "description": self.source.description,
+                "kind": self.source.kind.value,
+                "width": self.source.width,
+                "height": self.source.height,
+                "fps": round(self.source.fps, 3) if self.source.fps else None,
+            },
+            config={
+                "window_s": config.window_s,
+                "stats_interval_s": config.stats_interval_s,
+                "min_track_frames": config.min_track_frames,
+                "every_n": config.source.every_n,
+                "realtime": config.source.realtime,
+                "qos": config.mqtt.qos,
+                "broker": config.mqtt.broker,
+                "tracking": {"min_iou": config.tracking.min_iou, "max_missed": config.tracking.max_missed},
+            },
+        )
+
+
+@dataclass
+class Service:
+    """The parts of a running service; ``close()`` releases the source and the analyzer."""
+
+    runner: Runner
+    analyzer: Analyzer
+    source: FrameSource
+    publisher: MqttPublisher
+
+    def close(self) -> None:
+        self.source.close()
+        self.analyzer.close()
+
+
+def open_analyzer(config: Config) -> tuple[Analyzer, Optional[str]]:
+    """Load the device profile and the models of every role; return the analyzer and the profile name.
+
+    Raises ModelNotFoundError with the command that installs the starter
+    models when a model is missing, ConfigError for an invalid choice, and
+    the loader's errors for files that fail their checks.
+    """
+    profile = load_profile(config.profile) if config.profile else detect_profile()
+    store = ModelStore(config.store)
+    try:
+        analyzer = FaceAnalyzer.from_store(
+            store,
+            profile,
+            models=config.models.role_models(),
+            backend=config.models.backend,
+            backends=config.models.role_backends(),
+            precision=config.models.precision,
+        )
+    except ModelNotFoundError as exc:
+        store_flag = f" --store {config.store}" if config.store else ""
+        raise ModelNotFoundError(
+            f"{exc}. To install the starter models, run 'edge-runtime models pull --starter{store_flag}'"
+        ) from None
+
+    for role, info in analyzer.models.items():
+        logger.info(
+            "model for %s: %s %s on %s (%s)",
+            role,
+            info.get("name"),
+            info.get("version", ""),
+            info.get("backend"),
+            info.get("precision"),
+        )
+    return analyzer, profile.name
+
+
+def open_service(config: Config) -> Service:
+    """Build analyzer, source, publisher and runner from ``config``.
+
+    The models load before the source opens, so a missing model fails
+    before a camera is touched. Raises SourceError, ModelNotFoundError or
+    ConfigError with the value at fault and the fix.
+    """
+    analyzer, profile_name = open_analyzer(config)
+    source = FrameSource(
+        config.source.spec,
+        realtime=config.source.realtime,
+        every_n=config.source.every_n,
+        reconnect_min_s=config.source.reconnect_min_s,
+        reconnect_max_s=config.source.reconnect_max_s,
+    )
+    try:
+        source.open()
+        publisher = MqttPublisher(config.mqtt)
+    except BaseException:
+        source.close()
+        analyzer.close()
+        raise
+
+    runner = Runner(config, analyzer, source, publisher, profile_name=profile_name)
+    return Service(runner=runner, analyzer=analyzer, source=source, publisher=publisher)
