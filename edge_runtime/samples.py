@@ -2,9 +2,9 @@
 
 The demo clip, the converters' built-in calibration set and the tests that
 must run without any local data all need a real face photo. scikit-image
-ships NASA's astronaut portrait (public domain) inside its wheels, so it is
+ships NASA's astronaut portrait (public domain) inside its wheels. It is
 fetched the way the model store fetches starter models: pip downloads the
-wheel for this platform, and the one member is extracted and checked
+wheel for this platform, then the one member is extracted and checked
 against its pinned sha256. Wheels differ per platform, so the pin is on the
 member, not on the wheel.
 """

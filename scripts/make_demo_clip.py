@@ -1,7 +1,7 @@
 """Render a short demo video from scikit-image's public-domain astronaut photo.
 
 The clip is 960x540 at 15 fps. The portrait drifts slowly across a dark
-background and zooms in; halfway through a mirrored copy enters from the
+background and zooms in. Halfway through, a mirrored copy enters from the
 right, so the clip exercises tracking of two faces and the group statistics.
 Both faces are the same photo, so expect the same emotion and attributes.
 
