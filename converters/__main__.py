@@ -1,0 +1,7 @@
+"""Allow ``python -m converters``."""
+
+import sys
+
+from converters.cli import main
+
+sys.exit(main())

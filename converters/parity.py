@@ -1,0 +1,300 @@
+"""Parity of converted variants against their source, on real face crops.
+
+Every variant runs through the runtime's own backend (the one a device would
+use for its format) on the same batch as the source framework. Per output
+tensor the report gives the max absolute difference and the max difference
+relative to the reference's largest magnitude. For class heads it gives the
+top-1 agreement. It also gives the variant's latency on the converting
+machine (batch 1, median and 90th percentile over timed runs after warm-up).
+
+Default tolerances, judged on every head except ``features``:
+
+* fp32: max absolute difference <= 1e-4;
+* fp16: max difference <= 1e-2 relative to the reference's max magnitude;
+* int8: top-1 agreement >= 0.98 on class heads; a variant without a class
+  head is held to a relative difference <= 0.1 instead.
+
+The ``features`` head is reported but never judged, because its values have
+no fixed range.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from edge_runtime.backends import get_backend
+from edge_runtime.manifest import OutputHead
+
+from converters.progress import track
+
+logger = logging.getLogger(__name__)
+
+BACKEND_FOR_FORMAT = {"onnx": "onnxruntime", "openvino": "openvino", "tflite": "tflite"}
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Pass rule of one precision: ``metric`` is abs, rel or top1."""
+
+    metric: str
+    value: float
+
+    def describe(self) -> str:
+        if self.metric == "top1":
+            return f"top-1 agreement >= {self.value:g}"
+        if self.metric == "rel":
+            return f"max relative diff <= {self.value:g}"
+        return f"max abs diff <= {self.value:g}"
+
+
+DEFAULT_TOLERANCES = {
+    "fp32": Tolerance("abs", 1e-4),
+    "fp16": Tolerance("rel", 1e-2),
+    "int8": Tolerance("top1", 0.98),
+}
+INT8_WITHOUT_CLASS_HEAD = Tolerance("rel", 0.1)
+
+
+@dataclass
+class VariantParity:
+    """Parity of one variant file against the source."""
+
+    file: str
+    format: str
+    precision: str
+    stage: str
+    backend: str
+    samples: int
+    max_abs_diff: dict[str, float]
+    max_rel_diff: dict[str, float]
+    top1_agreement: dict[str, float]
+    latency_ms_median: float
+    latency_ms_p90: float
+    tolerance: str
+    passed: bool
+    forced: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ParityReport:
+    """Parity of every variant of a package, written as JSON and as a text table."""
+
+    model: str
+    source: dict
+    crops: dict
+    machine: dict
+    source_latency_ms: dict[str, float]
+    variants: list[VariantParity] = field(default_factory=list)
+    export_errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[VariantParity]:
+        return [v for v in self.variants if not v.passed]
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["failed"] = [v.file for v in self.failed]
+        data["forced"] = [v.file for v in self.variants if v.forced]
+        return json.dumps(data, indent=2, sort_keys=False)
+
+    def to_table(self) -> str:
+        header = ("file", "backend", "max abs diff", "max rel diff", "top-1", "latency ms", "tolerance", "result")
+        rows = [header]
+        for v in self.variants:
+            top1 = min(v.top1_agreement.values()) if v.top1_agreement else None
+            rows.append((
+                v.file,
+                v.backend,
+                f"{max(v.max_abs_diff.values()):.2e}" if v.max_abs_diff else "-",
+                f"{max(v.max_rel_diff.values()):.2e}" if v.max_rel_diff else "-",
+                f"{top1:.3f}" if top1 is not None else "-",
+                f"{v.latency_ms_median:.2f}",
+                v.tolerance,
+                _result_label(v),
+            ))
+        widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
+        lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        summary = (
+            f"{self.model}: {len(self.variants)} variant(s) on {self.crops.get('count')} face crops "
+            f"from {self.crops.get('origin')} ({self.crops.get('detector')}); "
+            f"source latency {self.source_latency_ms.get('main', 0.0):.2f} ms on {self.machine.get('processor')}"
+        )
+        return "\n".join([summary, ""] + lines) + "\n"
+
+
+def _result_label(variant: VariantParity) -> str:
+    if variant.passed:
+        return "pass"
+    return "FAIL (forced)" if variant.forced else "FAIL"
+
+
+def machine_info() -> dict:
+    """Return where latencies were measured: CPU, core count and library versions."""
+    import os
+
+    info = {
+        "processor": _cpu_name(),
+        "logical_cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _class_view(array: np.ndarray) -> np.ndarray:
+    """Return a class head as (samples, classes); spatial maps put every position in a row."""
+    if array.ndim == 4:
+        return np.moveaxis(array, 1, -1).reshape(-1, array.shape[1])
+    return array.reshape(len(array), -1)
+
+
+def _head_view(head: OutputHead, outputs: Sequence[np.ndarray], names: Sequence[str]) -> np.ndarray:
+    index = head.tensor if isinstance(head.tensor, int) else list(names).index(head.tensor)
+    array = np.asarray(outputs[index], dtype=np.float32)
+    view = _class_view(array) if head.kind in ("logits", "probabilities") else array.reshape(len(array), -1)
+    if head.columns is not None:
+        view = view[:, head.columns[0] : head.columns[1]]
+    return view
+
+
+def align_layout(variant: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, Optional[str]]:
+    """Return ``variant`` in the reference's layout, transposing an NHWC map to NCHW if needed."""
+    if variant.shape == reference.shape:
+        return variant, None
+    if variant.ndim == 4 and variant.transpose(0, 3, 1, 2).shape == reference.shape:
+        return variant.transpose(0, 3, 1, 2), "output is NHWC; compared after transposing to NCHW"
+    if variant.size == reference.size:
+        return variant.reshape(reference.shape), f"output shape {variant.shape} reshaped to {reference.shape}"
+    raise ValueError(f"output shape {variant.shape} does not match the source's {reference.shape}")
+
+
+def measure_latency(run, sample: np.ndarray, runs: int, warmup: int = 3) -> tuple[float, float]:
+    """Return (median, p90) milliseconds of ``run(sample)`` over ``runs`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        run(sample)
+    timings = []
+    for _ in range(max(1, runs)):
+        start = time.perf_counter()
+        run(sample)
+        timings.append((time.perf_counter() - start) * 1000.0)
+    return float(np.median(timings)), float(np.percentile(timings, 90))
+
+
+def compare(variant_outputs: Sequence[np.ndarray], reference_outputs: Sequence[np.ndarray],
+            output_names: Sequence[str], heads: Sequence[OutputHead]) -> tuple[dict, dict, dict, list[str], dict, dict]:
+    """Compare outputs; return abs and rel diff per output, top-1 per class head, notes, judged abs and rel per head."""
+    notes: list[str] = []
+    aligned = []
+    for name, variant, reference in zip(output_names, variant_outputs, reference_outputs):
+        array, note = align_layout(np.asarray(variant, dtype=np.float32), np.asarray(reference, dtype=np.float32))
+        if note:
+            notes.append(f"{name}: {note}")
+        aligned.append(array)
+
+    abs_diff, rel_diff = {}, {}
+    for name, variant, reference in zip(output_names, aligned, reference_outputs):
+        reference = np.asarray(reference, dtype=np.float32)
+        difference = float(np.max(np.abs(variant - reference))) if reference.size else 0.0
+        magnitude = float(np.max(np.abs(reference))) if reference.size else 0.0
+        abs_diff[name] = difference
+        rel_diff[name] = difference / magnitude if magnitude > 0 else difference
+
+    top1, judged_abs, judged_rel = {}, {}, {}
+    for head in heads:
+        if head.kind == "features":
+            continue
+        variant_view = _head_view(head, aligned, output_names)
+        reference_view = _head_view(head, reference_outputs, output_names)
+        difference = float(np.max(np.abs(variant_view - reference_view))) if reference_view.size else 0.0
+        magnitude = float(np.max(np.abs(reference_view))) if reference_view.size else 0.0
+        judged_abs[head.name] = difference
+        judged_rel[head.name] = difference / magnitude if magnitude > 0 else difference
+        if head.kind in ("logits", "probabilities") and reference_view.shape[1] > 1:
+            agree = np.argmax(variant_view, axis=1) == np.argmax(reference_view, axis=1)
+            top1[head.name] = float(np.mean(agree))
+    return abs_diff, rel_diff, top1, notes, judged_abs, judged_rel
+
+
+def judge(precision: str, tolerance: Tolerance, judged_abs: dict, judged_rel: dict, top1: dict) -> tuple[bool, Tolerance]:
+    """Apply ``tolerance`` to the judged metrics; return (passed, the rule actually applied)."""
+    if tolerance.metric == "top1" and not top1:
+        tolerance = INT8_WITHOUT_CLASS_HEAD
+    if tolerance.metric == "abs":
+        return all(v <= tolerance.value for v in judged_abs.values()), tolerance
+    if tolerance.metric == "rel":
+        return all(v <= tolerance.value for v in judged_rel.values()), tolerance
+    return all(v >= tolerance.value for v in top1.values()), tolerance
+
+
+def check_output_order(names: Sequence[str], shapes: Sequence[tuple], expected_names: Sequence[str],
+                       expected_shapes: Sequence[tuple]) -> None:
+    """Raise ValueError when the variant's outputs are not in the source's order.
+
+    Devices read outputs by position (the manifest's heads index them), so
+    a variant that kept the names but moved them must not pass.
+    """
+    if list(names) != list(expected_names) and set(expected_names) <= set(names):
+        raise ValueError(f"outputs are in the order {list(names)}, expected {list(expected_names)}")
+    for index, (shape, expected) in enumerate(zip(shapes, expected_shapes)):
+        if int(np.prod(shape[1:])) != int(np.prod(expected[1:])):
+            raise ValueError(
+                f"output {index} has shape {tuple(shape)} but the source's output {expected_names[index]!r} "
+                f"has {tuple(expected)}; the variant's outputs are in another order or shape"
+            )
+
+
+def check_variant(path: Path, variant_format: str, precision: str, stage: str, batch: np.ndarray,
+                  reference_outputs: Sequence[np.ndarray], output_names: Sequence[str],
+                  heads: Sequence[OutputHead], tolerance: Tolerance, latency_runs: int,
+                  package_dir: Path, chunk: int = 16) -> VariantParity:
+    """Run the variant at ``path`` through the runtime's backend and compare it with the source."""
+    backend_name = BACKEND_FOR_FORMAT[variant_format]
+    backend = get_backend(backend_name)
+    session = backend.load(path)
+    try:
+        parts = [session.run(batch[i : i + chunk]) for i in range(0, len(batch), chunk)]
+        outputs = [np.concatenate([p[j] for p in parts], axis=0) for j in range(len(parts[0]))]
+        median, p90 = measure_latency(session.run, batch[:1], latency_runs)
+        session_names = [spec.name for spec in session.outputs]
+    finally:
+        session.close()
+
+    if len(outputs) != len(reference_outputs):
+        raise ValueError(f"{path.name} has {len(outputs)} outputs but the source has {len(reference_outputs)}")
+    check_output_order(session_names, [np.shape(o) for o in outputs], output_names,
+                       [np.shape(o) for o in reference_outputs])
+
+    abs_diff, rel_diff, top1, notes, judged_abs, judged_rel = compare(outputs, reference_outputs, output_names, heads)
+    passed, applied = judge(precision, tolerance, judged_abs, judged_rel, top1)
+    return VariantParity(
+        file=str(path.relative_to(package_dir)), format=variant_format, precision=precision, stage=stage,
+        backend=backend_name, samples=len(batch), max_abs_diff=abs_diff, max_rel_diff=rel_diff,
+        top1_agreement=top1, latency_ms_median=median, latency_ms_p90=p90, tolerance=applied.describe(),
+        passed=passed, notes=notes,
+    )
+
+
+def reference_run(reference, batch: np.ndarray, chunk: int = 16) -> list[np.ndarray]:
+    """Run the source framework on ``batch`` in chunks and join the outputs."""
+    parts = [reference(batch[i : i + chunk]) for i in track(range(0, len(batch), chunk), "running the source model")]
+    return [np.concatenate([np.asarray(p[j]) for p in parts], axis=0) for j in range(len(parts[0]))]

@@ -1,0 +1,169 @@
+"""ONNX target: the fp32 graph every other target starts from, plus fp16 and int8 variants.
+
+fp32: the source's exporter writes the graph, then the input and outputs get
+stable names, the batch axis becomes dynamic and onnxslim folds constants and
+removes redundant nodes (the result is checked with ``onnx.checker``).
+fp16: weights and activations in float16 with float32 inputs and outputs
+(``onnxruntime.transformers.float16``), so callers feed the same arrays.
+int8: ONNX Runtime static quantization in QDQ format, per-channel weights,
+activations calibrated on face crops.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence
+
+import numpy as np
+
+from converters.deps import require
+from converters.errors import ConversionError
+from converters.progress import step
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17
+
+
+def _onnx():
+    return require("onnx", "write ONNX variants")
+
+
+def rename_io(model, input_name: str, output_names: Sequence[str]) -> None:
+    """Rename the graph's first input and its outputs in place, fixing every reference."""
+    graph = model.graph
+    renames = {}
+    if graph.input and graph.input[0].name != input_name:
+        renames[graph.input[0].name] = input_name
+    for output, new in zip(graph.output, output_names):
+        if output.name != new:
+            renames[output.name] = new
+
+    for old, new in renames.items():
+        for node in graph.node:
+            node.input[:] = [new if name == old else name for name in node.input]
+            node.output[:] = [new if name == old else name for name in node.output]
+        for value in list(graph.input) + list(graph.output) + list(graph.value_info):
+            if value.name == old:
+                value.name = new
+
+
+def make_batch_dynamic(model, batch_name: str = "batch") -> None:
+    """Make axis 0 of every graph input and output symbolic."""
+    for value in list(model.graph.input) + list(model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if len(dims):
+            dims[0].ClearField("dim_value")
+            dims[0].dim_param = batch_name
+
+
+def opset_of(model) -> int:
+    """Return the default-domain opset version of an ONNX model."""
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    return 0
+
+
+def finalize_fp32(raw: Path, output: Path, input_name: str, output_names: Sequence[str]) -> int:
+    """Name the I/O, make the batch dynamic, simplify and check; return the opset."""
+    onnx = _onnx()
+    model = onnx.load(str(raw))
+    rename_io(model, input_name, output_names)
+    make_batch_dynamic(model)
+
+    try:
+        onnxslim = require("onnxslim", "simplify ONNX graphs")
+        with step(f"simplifying {output.name} with onnxslim"):
+            model = onnxslim.slim(model)
+    except ConversionError:
+        raise
+    except Exception as exc:  # onnxslim gives up on some graphs; the unsimplified one is still valid
+        logger.warning("onnxslim could not simplify %s (%s); keeping the graph as exported", output.name, exc)
+
+    onnx.checker.check_model(model)
+    onnx.save(model, str(output))
+    return opset_of(model)
+
+
+def sort_nodes(graph) -> None:
+    """Order ``graph.node`` topologically in place (the float16 pass appends its input casts last)."""
+    available = {value.name for value in graph.input} | {init.name for init in graph.initializer} | {""}
+    pending = list(graph.node)
+    ordered = []
+    while pending:
+        ready = [node for node in pending if all(name in available for name in node.input)]
+        if not ready:
+            raise ConversionError("the ONNX graph has a cycle or a dangling input; cannot sort its nodes")
+        for node in ready:
+            ordered.append(node)
+            available.update(node.output)
+        pending = [node for node in pending if node not in ready]
+    copies = [type(node)() for node in ordered]
+    for copy, node in zip(copies, ordered):
+        copy.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)
+
+
+def to_fp16(source: Path, output: Path) -> None:
+    """Write a float16 copy of ``source`` that keeps float32 inputs and outputs."""
+    onnx = _onnx()
+    float16 = require("onnxruntime.transformers.float16", "convert ONNX graphs to float16", package="onnxruntime")
+    model = onnx.load(str(source))
+    converted = float16.convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
+    sort_nodes(converted.graph)
+    onnx.checker.check_model(converted)
+    onnx.save(converted, str(output))
+
+
+class _Reader:
+    """Feeds calibration batches to ONNX Runtime's quantizer."""
+
+    def __init__(self, input_name: str, batches: Iterable[np.ndarray]) -> None:
+        self._input_name = input_name
+        self._iterator = iter(batches)
+
+    def get_next(self) -> Optional[dict[str, np.ndarray]]:
+        batch = next(self._iterator, None)
+        return None if batch is None else {self._input_name: batch}
+
+    def rewind(self) -> None:  # part of the CalibrationDataReader interface; one pass is enough
+        pass
+
+
+def to_int8(source: Path, output: Path, input_name: str,
+            calibration: Callable[[], Iterable[np.ndarray]], method: str = "minmax") -> None:
+    """Quantize ``source`` statically to int8 (QDQ, per-channel weights, uint8 activations).
+
+    ``method`` is ``minmax``, ``entropy`` or ``percentile`` (ONNX Runtime's calibration methods).
+    """
+    quantization = require("onnxruntime.quantization", "quantize ONNX graphs to int8", package="onnxruntime")
+    methods = {
+        "minmax": quantization.CalibrationMethod.MinMax,
+        "entropy": quantization.CalibrationMethod.Entropy,
+        "percentile": quantization.CalibrationMethod.Percentile,
+    }
+
+    with tempfile.TemporaryDirectory(prefix="edge-convert-ort-") as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        try:
+            from onnxruntime.quantization.shape_inference import quant_pre_process
+
+            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=False)
+        except Exception as exc:  # pre-processing only helps; quantization works without it
+            logger.debug("quant_pre_process failed on %s (%s); quantizing the graph as is", source, exc)
+            shutil.copyfile(source, prepared)
+
+        with step(f"calibrating and quantizing {output.name} ({method})"):
+            quantization.quantize_static(
+                str(prepared), str(output), _Reader(input_name, calibration()),
+                quant_format=quantization.QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=quantization.QuantType.QUInt8,
+                weight_type=quantization.QuantType.QInt8,
+                calibrate_method=methods[method],
+            )
