@@ -63,7 +63,9 @@ class OnnxRuntimeBackend(Backend):
 
     name = "onnxruntime"
     formats = ("onnx",)
-    install_hint = "pip install 'edge-runtime[onnx]'  (or: pip install onnxruntime)"
+    install_hint = (
+        "pip install 'edge-runtime[onnx]' (from a checkout: pip install '.[onnx]'), or pip install onnxruntime"
+    )
 
     @classmethod
     def check(cls) -> str:

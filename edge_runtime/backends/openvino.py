@@ -69,7 +69,9 @@ class OpenVinoBackend(Backend):
 
     name = "openvino"
     formats = ("openvino", "onnx", "tflite")
-    install_hint = "pip install 'edge-runtime[openvino]'  (or: pip install openvino)"
+    install_hint = (
+        "pip install 'edge-runtime[openvino]' (from a checkout: pip install '.[openvino]'), or pip install openvino"
+    )
 
     @classmethod
     def check(cls) -> str:

@@ -61,6 +61,27 @@ def backend_names() -> list[str]:
     return sorted(_targets())
 
 
+def backends_for_format(model_format: str) -> list[str]:
+    """Return the registered backends that load ``model_format``, best first.
+
+    A backend whose native (first) format it is ranks first, then by the
+    format's position in ``formats``, then by name. Importing the backend
+    classes does not import their frameworks, so a listed backend may still
+    be unable to run here. A plugin whose class fails to import is
+    left out; ``describe_backends`` reports it.
+    """
+    ranked = []
+    for name, target in _targets().items():
+        try:
+            cls = _load_class(target)
+        except Exception as exc:  # a broken plugin must not hide the others
+            logger.debug("backend %s: cannot load %s: %s", name, target, exc)
+            continue
+        if model_format in cls.formats:
+            ranked.append((cls.formats.index(model_format), name))
+    return [name for _, name in sorted(ranked)]
+
+
 def describe_backends() -> list[BackendInfo]:
     """Probe every registered backend and report whether it can run here."""
     infos = []

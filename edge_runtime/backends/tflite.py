@@ -133,7 +133,10 @@ class TfliteBackend(Backend):
 
     name = "tflite"
     formats = ("tflite",)
-    install_hint = "pip install 'edge-runtime[tflite]'  (or: pip install ai-edge-litert, or tflite-runtime on ARM)"
+    install_hint = (
+        "pip install 'edge-runtime[tflite]' (from a checkout: pip install '.[tflite]'), "
+        "or pip install ai-edge-litert (tflite-runtime on armv7l)"
+    )
 
     @classmethod
     def check(cls) -> str:
@@ -152,6 +155,11 @@ class TfliteBackend(Backend):
             return f"ai-edge-litert {version}"
 
     def load(self, path: Path, options: SessionOptions = SessionOptions()) -> Session:
+        # NOTE: the first interpreter of a process prints "INFO: Created TensorFlow Lite XNNPACK delegate
+        # for CPU." to stderr from C++, whatever the Python log level. TFLite's minimal logger takes its
+        # threshold only from C++ (MinimalLogger::SetMinimumLogSeverity), and ai-edge-litert 2.3.0 exposes no
+        # setter to Python. TF_CPP_MIN_LOG_LEVEL set to 1, 2 or 3 before import leaves the line in place.
+        # Dropping the default delegate to hide it would give up XNNPACK.
         interpreter_class = _interpreter_class()
         threads = options.num_threads if options.num_threads > 0 else None
         try:

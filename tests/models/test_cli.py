@@ -16,7 +16,7 @@ from edge_runtime import cli
 from edge_runtime.models import STARTER_MODELS, ModelStore
 from edge_runtime.models.catalog import CATALOG_ENV
 from tests.models.conftest import FileServer, write_catalog_entry
-from tests.models.test_store import _entry_dict
+from tests.models.test_store import _entry_dict, _random_bytes
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -151,3 +151,34 @@ def test_every_action_has_store_option(action: str, capsys: pytest.CaptureFixtur
 
     assert exited.value.code == 0
     assert "--store DIR" in capsys.readouterr().out
+
+
+def test_import_unloadable_file_exits_1(tmp_path: Path) -> None:
+    download = tmp_path / "enet_b0_8_best_vgaf.onnx"
+    download.write_bytes(_random_bytes())
+    store = str(tmp_path / "store")
+
+    imported = edge_runtime("models", "import", str(download), "--accept-unpinned", "--store", store)
+    assert imported.returncode == 1
+    assert "not a loadable onnx model" in _error_line(imported)
+
+    verified = edge_runtime("models", "verify", "--store", store)
+    assert verified.stdout == ""
+    assert "no models installed" in verified.stderr
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("enet_b2_8", ["models pull enet_b2_8 --sha256 HEX", "--accept-unpinned", "models import PATH"]),
+        ("mtcnn", ["'edge-runtime models pull mtcnn'"]),
+    ],
+    ids=["unpinned", "pinned"],
+)
+def test_path_hint_fits_catalog_entry(tmp_path: Path, name: str, expected: list[str]) -> None:
+    process = edge_runtime("models", "path", name, "--store", str(tmp_path))
+
+    assert process.returncode == 0
+    assert process.stdout.strip() == str(tmp_path / name)
+    for command in expected:
+        assert command in process.stderr

