@@ -184,11 +184,9 @@ class MqttConfig(_Strict):
         DEFAULT_BROKER,
         description="Broker URL mqtt://host:port, or mqtts://host:port for TLS (default ports 1883 and 8883)",
     )
-    prefix: str = Field("edge-runtime", pattern=TOPIC_PREFIX_PATTERN, description="First topic levels before the device id")
+    prefix: str = Field("edge-runtime", description="First topic levels before the device id")
     device_id: Optional[str] = Field(
-        None,
-        pattern=DEVICE_ID_PATTERN,
-        description="Topic level and client id suffix of this device; None uses the host name",
+        None, description="Topic level and client id suffix of this device; None uses the host name"
     )
     qos: Literal[0, 1, 2] = Field(1, description="QoS of the faces and stats messages")
     keepalive_s: int = Field(30, ge=5, le=65535, description="MQTT keep-alive in seconds")
@@ -211,6 +209,25 @@ class MqttConfig(_Strict):
     @classmethod
     def _check_broker(cls, value: str) -> str:
         parse_broker_url(value)
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if not re.fullmatch(TOPIC_PREFIX_PATTERN, value):
+            raise ValueError(
+                f"topic prefix {value!r} is invalid; it must not be empty or contain '+', '#' or whitespace"
+            )
+        return value
+
+    @field_validator("device_id")
+    @classmethod
+    def _check_device_id(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and not re.fullmatch(DEVICE_ID_PATTERN, value):
+            raise ValueError(
+                f"device id {value!r} is invalid; use 1 to 64 letters, digits, '_', '.' or '-', "
+                "starting with a letter or digit (the id becomes an MQTT topic level)"
+            )
         return value
 
     @property
@@ -361,6 +378,9 @@ def _describe_error(error: Mapping[str, Any], source_name: str, root: Optional[y
     message = error["msg"]
     if error["type"] == "extra_forbidden":
         message = "unknown key; check its spelling against examples/config.yaml"
+    elif error["type"] == "value_error" and "error" in error.get("ctx", {}):
+        # The validators' own messages, without pydantic's "Value error, " prefix.
+        message = str(error["ctx"]["error"])
     return f"{where}: {key}: {message}"
 
 

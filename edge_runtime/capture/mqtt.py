@@ -3,7 +3,10 @@
 The publisher uses paho-mqtt 2.x with MQTT v5. Its client id is
 ``edge-runtime-<device_id>``. It connects with clean start false and a
 session expiry interval, so the broker keeps the QoS 1 state across short
-drops, and paho reconnects with exponential back-off. The last will
+drops, and paho reconnects with exponential back-off. This module logs the
+failed connection attempts, at most one line per back-off step (see
+``_on_connect_fail``), and paho's own log messages go to the
+``edge_runtime.capture.mqtt.paho`` logger at DEBUG. The last will
 publishes a retained ``offline`` to the availability topic. After every
 connect the publisher sends a retained ``online`` there and repeats the
 retained status.
@@ -44,6 +47,10 @@ logger = logging.getLogger(__name__)
 MAX_INFLIGHT = 20
 DROP_WARNING_INTERVAL_S = 60.0
 
+# Once the reconnect delay is at its maximum, a still unreachable broker is
+# logged at most once per this many seconds.
+UNREACHABLE_LOG_INTERVAL_S = 300.0
+
 
 @dataclass(frozen=True)
 class OutgoingMessage:
@@ -70,6 +77,9 @@ class MqttPublisher:
         self.topics = Topics(settings.prefix, self.device_id)
         self.client_id = f"edge-runtime-{self.device_id}"
         self._scheme, self._host, self._port = parse_broker_url(settings.broker)
+        # paho takes whole seconds for its reconnect delays.
+        self._reconnect_min_s = max(1, round(settings.reconnect_min_s))
+        self._reconnect_max_s = max(self._reconnect_min_s, round(settings.reconnect_max_s))
         self._client = self._build_client()
 
         self._condition = threading.Condition()
@@ -79,14 +89,23 @@ class MqttPublisher:
         self._pending: dict[int, OutgoingMessage] = {}
         # Messages taken from the outbox whose publish() call has not returned yet.
         self._handing_over = 0
-        self._acknowledged_early: set[int] = set()
+        # Acknowledgements that arrived before publish() returned: message id -> accepted.
+        self._acknowledged_early: dict[int, bool] = {}
         self._resend_mids: set[int] = set()
         self._connected = False
         self._ever_connected = False
         self._unreachable_warned = False
+        # Failed connection attempts since the last accepted connection (or the start).
+        self._failed_attempts = 0
+        self._last_unreachable_log = 0.0
+        self._logged_delay_s: Optional[float] = None
         self._closing = False
         self._stopped = False
         self._dropped = 0
+        # Messages lost otherwise: rejected by the broker, QoS 0 messages cut off
+        # by a connection drop, and whatever the shutdown flush could not deliver.
+        self._lost = 0
+        self._delivered_by_topic: collections.Counter[str] = collections.Counter()
         self._last_drop_warning = 0.0
         self._sender: Optional[threading.Thread] = None
 
@@ -107,10 +126,31 @@ class MqttPublisher:
         with self._condition:
             return self._dropped
 
+    @property
+    def lost_total(self) -> int:
+        """Messages that never reached the broker.
+
+        They were dropped from a full outbox, rejected by the broker, cut off
+        by a connection drop (QoS 0), or still undelivered when ``close()``
+        gave up.
+        """
+        with self._condition:
+            return self._dropped + self._lost
+
+    def delivered_count(self, topic: str) -> int:
+        """Return how many messages on ``topic`` reached the broker.
+
+        A QoS 1 or 2 message counts once the broker acknowledged it, a QoS 0
+        message once paho wrote it to the socket.
+        """
+        with self._condition:
+            return self._delivered_by_topic[topic]
+
     def start(self) -> None:
         """Queue the retained ``online`` and start connecting in the background."""
         self._set_retained(OutgoingMessage(self.topics.availability, AVAILABILITY_ONLINE, 1, True))
 
+        logger.info("connecting to broker %s as %s", self.settings.broker, self.client_id)
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = self.settings.session_expiry_s
         self._client.connect_async(
@@ -124,7 +164,6 @@ class MqttPublisher:
 
         self._sender = threading.Thread(target=self._send_loop, name="mqtt-sender", daemon=True)
         self._sender.start()
-        logger.info("connecting to broker %s as %s", self.settings.broker, self.client_id)
 
     def publish(self, topic: str, payload: bytes, *, qos: Optional[int] = None, retain: bool = False) -> None:
         """Queue one message; ``qos`` defaults to the configured QoS.
@@ -169,9 +208,12 @@ class MqttPublisher:
 
         delivered = self.flush(timeout_s)
         if not delivered:
+            undelivered = self.queue_depth
+            with self._condition:
+                self._lost += undelivered
             logger.warning(
                 "%d messages not delivered to broker %s within %.1f s; they are lost",
-                self.queue_depth,
+                undelivered,
                 self.settings.broker,
                 timeout_s,
             )
@@ -193,12 +235,12 @@ class MqttPublisher:
             client_id=self.client_id,
             protocol=paho.MQTTv5,
         )
-        client.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        # paho logs every failed reconnect at ERROR ("Client is not connected"),
+        # so its messages go to a child logger at DEBUG and _on_connect_fail
+        # logs the failures instead.
+        client.on_log = _log_paho_message
         client.max_inflight_messages_set(MAX_INFLIGHT)
-        client.reconnect_delay_set(
-            min_delay=max(1, round(self.settings.reconnect_min_s)),
-            max_delay=max(1, round(self.settings.reconnect_max_s)),
-        )
+        client.reconnect_delay_set(min_delay=self._reconnect_min_s, max_delay=self._reconnect_max_s)
         client.will_set(self.topics.availability, AVAILABILITY_OFFLINE, qos=1, retain=True)
 
         if self.settings.username is not None:
@@ -281,7 +323,10 @@ class MqttPublisher:
                     # paho keeps a QoS 1/2 message that met a dropped connection and
                     # resends it after the reconnect, so it counts as handed over.
                     if info.mid in self._acknowledged_early:
-                        self._acknowledged_early.discard(info.mid)
+                        if self._acknowledged_early.pop(info.mid):
+                            self._delivered_by_topic[message.topic] += 1
+                        else:
+                            self._lost += 1
                     else:
                         self._pending[info.mid] = message
                 else:
@@ -299,6 +344,8 @@ class MqttPublisher:
             self._connected = True
             self._ever_connected = True
             self._unreachable_warned = False
+            self._failed_attempts = 0
+            self._logged_delay_s = None
             self._resend_mids = {mid for mid, message in self._pending.items() if message.qos > 0}
             if not self._closing:
                 self._replay_retained()
@@ -324,21 +371,63 @@ class MqttPublisher:
             self._outbox.appendleft(message)
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        """Log a failed connection attempt: WARNING for the first, then one line per back-off step.
+
+        The first failure after the start is a WARNING; a drop of an
+        established connection has its own WARNING in ``_on_disconnect``.
+        Later failures are logged at INFO when the reconnect delay has grown
+        since the last line, and at most every ``UNREACHABLE_LOG_INTERVAL_S``
+        seconds once the delay is at its maximum.
+        """
+        now = time.monotonic()
         with self._condition:
+            self._failed_attempts += 1
+            attempt = self._failed_attempts
             first = not self._unreachable_warned
             self._unreachable_warned = True
             queued = len(self._outbox)
+            next_delay_s = self._next_reconnect_delay_s(attempt, dropped=self._ever_connected)
+            log_it = (
+                first
+                or next_delay_s != self._logged_delay_s
+                or now - self._last_unreachable_log >= UNREACHABLE_LOG_INTERVAL_S
+            )
+            if log_it:
+                self._logged_delay_s = next_delay_s
+                self._last_unreachable_log = now
+
         if first:
             logger.warning(
-                "cannot connect to broker %s; retrying with back-off up to %.0f s and keeping up to %d "
-                "messages in memory (%d queued)",
+                "cannot connect to broker %s (attempt %d); next attempt in %.0f s, back-off up to %d s, "
+                "keeping up to %d messages in memory (%d queued)",
                 self.settings.broker,
-                self.settings.reconnect_max_s,
+                attempt,
+                next_delay_s,
+                self._reconnect_max_s,
                 self.settings.queue_max,
                 queued,
             )
-        else:
-            logger.debug("connection attempt to broker %s failed", self.settings.broker)
+        elif log_it:
+            logger.info(
+                "broker %s still unreachable (attempt %d); next attempt in %.0f s (%d messages queued)",
+                self.settings.broker,
+                attempt,
+                next_delay_s,
+                queued,
+            )
+
+    def _next_reconnect_delay_s(self, attempt: int, *, dropped: bool) -> float:
+        """Return the seconds paho waits after failed attempt ``attempt`` (1-based) before the next one.
+
+        paho-mqtt 2.x (``Client.loop_forever``) doubles its delay from
+        ``reconnect_min`` up to ``reconnect_max`` before every attempt, and
+        resets it on an accepted connection. When the very first connection
+        fails it waits twice, ``reconnect_min`` and then the doubled delay.
+        """
+        delay = min(self._reconnect_min_s * 2**min(attempt, 32), self._reconnect_max_s)
+        if attempt == 1 and not dropped:
+            delay += self._reconnect_min_s
+        return float(delay)
 
     def _on_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
@@ -352,6 +441,7 @@ class MqttPublisher:
             # A QoS 0 message that was not written before the drop is gone.
             for mid in [mid for mid, message in self._pending.items() if message.qos == 0]:
                 del self._pending[mid]
+                self._lost += 1
             self._condition.notify_all()
 
         if closing:
@@ -362,10 +452,24 @@ class MqttPublisher:
             )
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
-        if getattr(reason_code, "is_failure", False):
+        rejected = bool(getattr(reason_code, "is_failure", False))
+        if rejected:
             logger.warning("broker %s rejected message %d: %s", self.settings.broker, mid, reason_code)
         with self._condition:
-            if self._pending.pop(mid, None) is None:
-                self._acknowledged_early.add(mid)
+            message = self._pending.pop(mid, None)
+            if message is None:
+                self._acknowledged_early[mid] = not rejected
+            elif rejected:
+                self._lost += 1
+            else:
+                self._delivered_by_topic[message.topic] += 1
             self._resend_mids.discard(mid)
             self._condition.notify_all()
+
+
+_paho_logger = logging.getLogger(f"{__name__}.paho")
+
+
+def _log_paho_message(client: paho.Client, userdata: Any, level: int, message: str) -> None:
+    """Log one of paho's own messages at DEBUG, whatever level paho gave it."""
+    _paho_logger.debug("%s", message)

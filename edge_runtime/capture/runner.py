@@ -93,6 +93,11 @@ class LatencyRecorder:
         }
 
 
+def plural(count: int, noun: str) -> str:
+    """Return ``"1 window"`` or ``"3 windows"``; only for nouns whose plural adds an s."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def _summarize(samples: Sequence[float]) -> LatencySummary:
     array = np.asarray(samples, dtype=np.float64)
     return LatencySummary(mean_ms=float(array.mean()), p95_ms=float(np.percentile(array, 95)), count=int(array.size))
@@ -100,7 +105,16 @@ def _summarize(samples: Sequence[float]) -> LatencySummary:
 
 @dataclass(frozen=True)
 class RunSummary:
-    """Counters and latencies of one run. ``fps`` is analyzed frames per second of wall time."""
+    """Counters and latencies of one run.
+
+    ``wall_s`` is the wall time from the start to the last frame's
+    messages, without the shutdown flush, and ``fps`` is analyzed frames
+    per second of that time. ``flush_s`` is the time ``close()`` of the
+    publisher took. ``windows_published`` counts the faces messages handed
+    to the publisher and ``windows_delivered`` those that reached the
+    broker. ``messages_lost`` counts every message, of any topic, that
+    never reached it. ``stopped`` is True when ``Runner.stop()`` ended the run.
+    """
 
     reason: str
     frames_analyzed: int
@@ -111,6 +125,10 @@ class RunSummary:
     fps: float
     latency_ms: dict[str, LatencySummary] = field(default_factory=dict)
     delivered: bool = True
+    windows_delivered: int = 0
+    messages_lost: int = 0
+    flush_s: float = 0.0
+    stopped: bool = False
 
 
 class Runner:
@@ -221,7 +239,8 @@ class Runner:
                     dropped_at_interval_start = dropped_total
                 read_start = time.perf_counter()
         finally:
-            if self._stop_reason is not None:
+            stopped = self._stop_reason is not None
+            if stopped:
                 reason = self._stop_reason
 
             final_window = aggregator.flush()
@@ -240,10 +259,15 @@ class Runner:
                 dropped_total - dropped_at_interval_start,
                 final=True,
             )
-            delivered = self.publisher.close()
 
-        wall_s = time.monotonic() - started
+            # The flush waits for the broker, so it is timed apart from the frames.
+            flush_started = time.monotonic()
+            wall_s = flush_started - started
+            delivered = self.publisher.close()
+            flush_s = time.monotonic() - flush_started
+
         source_stats = self.source.stats
+        windows_delivered = min(self.publisher.delivered_count(self.publisher.topics.faces), windows)
         summary = RunSummary(
             reason=reason,
             frames_analyzed=frames,
@@ -254,28 +278,40 @@ class Runner:
             fps=frames / wall_s if wall_s > 0 else 0.0,
             latency_ms=self.latency.run_summary(),
             delivered=delivered,
+            windows_delivered=windows_delivered,
+            messages_lost=self.publisher.lost_total,
+            flush_s=flush_s,
+            stopped=stopped,
         )
-        logger.info(
-            "run ended (%s): %d frames analyzed in %.1f s (%.1f fps), %d dropped, %d windows published",
+        logger.log(
+            logging.INFO if summary.messages_lost == 0 else logging.WARNING,
+            "run ended (%s): %s analyzed in %.1f s (%.1f fps), %d dropped; %s: %d delivered, %d lost; "
+            "MQTT flush %.1f s",
             reason,
-            frames,
+            plural(frames, "frame"),
             wall_s,
             summary.fps,
             summary.frames_dropped,
-            windows,
+            plural(windows, "window"),
+            windows_delivered,
+            windows - windows_delivered,
+            flush_s,
         )
         return summary
 
     def _publish_window(self, window: WindowSummary) -> None:
         message = faces_message(window, self.publisher.device_id)
         self.publisher.publish_json(self.publisher.topics.faces, message)
+        # While the broker is unreachable the message only waits in the outbox.
+        state = "published" if self.publisher.connected else "queued (broker not connected)"
         logger.info(
-            "window %d published: %.1f-%.1f s, %d frames, %d tracks%s",
+            "window %d %s: %.1f-%.1f s, %s, %s%s",
             window.index,
+            state,
             window.media_start_s,
             window.media_end_s,
-            window.frames,
-            len(window.tracks),
+            plural(window.frames, "frame"),
+            plural(len(window.tracks), "track"),
             " (final)" if window.final else "",
         )
 
@@ -390,11 +426,12 @@ def open_analyzer(config: Config) -> tuple[Analyzer, Optional[str]]:
 def open_service(config: Config) -> Service:
     """Build analyzer, source, publisher and runner from ``config``.
 
-    The models load before the source opens, so a missing model fails
-    before a camera is touched. Raises SourceError, ModelNotFoundError or
-    ConfigError with the value at fault and the fix.
+    The source is checked before the models load, so a missing file fails
+    at once (see ``FrameSource.check``), and opened after them, so a live
+    source starts reading only when the runner is ready. Raises
+    SourceError, ModelNotFoundError or ConfigError with the value at fault
+    and the fix.
     """
-    analyzer, profile_name = open_analyzer(config)
     source = FrameSource(
         config.source.spec,
         realtime=config.source.realtime,
@@ -402,6 +439,9 @@ def open_service(config: Config) -> Service:
         reconnect_min_s=config.source.reconnect_min_s,
         reconnect_max_s=config.source.reconnect_max_s,
     )
+    source.check()
+
+    analyzer, profile_name = open_analyzer(config)
     try:
         source.open()
         publisher = MqttPublisher(config.mqtt)

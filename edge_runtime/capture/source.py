@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -186,16 +187,35 @@ class FrameSource:
             return None
         return self.every_n / self.fps
 
+    def check(self) -> None:
+        """Raise SourceError when the source cannot be opened, and keep nothing open.
+
+        Cheap checks only, for a caller that wants to fail before slow work:
+        a video file must exist and OpenCV must decode it, a pipeline needs
+        an OpenCV built with GStreamer, and on Linux a camera's
+        ``/dev/videoN`` node must exist. A stream is not contacted, so its
+        errors still come from ``open()``.
+        """
+        if self.kind is SourceKind.FILE:
+            self._check_file_exists()
+            self._open_capture().release()
+        elif self.kind is SourceKind.GSTREAMER:
+            self._check_gstreamer()
+        elif self.kind is SourceKind.CAMERA and sys.platform.startswith("linux"):
+            node = Path(self.spec if self.spec.startswith("/dev/") else f"/dev/video{self.spec}")
+            if not node.exists():
+                raise SourceError(
+                    f"camera {self.spec}: {node} not found; check that the camera is connected "
+                    "(v4l2-ctl --list-devices lists them) or pass a video file or stream URL"
+                )
+
     def open(self) -> None:
         """Open the source and, for threaded sources, start the reader.
 
         Raises SourceError naming the spec and the fix when it cannot be opened.
         """
-        if self.kind is SourceKind.FILE and not Path(self.spec).exists():
-            raise SourceError(
-                f"video file {self.spec} not found; pass an existing file, a camera index such as 0, "
-                "or a stream URL such as rtsp://HOST/PATH"
-            )
+        if self.kind is SourceKind.FILE:
+            self._check_file_exists()
 
         self._capture = self._open_capture()
         self._read_properties(self._capture)
@@ -254,12 +274,7 @@ class FrameSource:
             capture = cv2.VideoCapture(int(index_text))
             fix = "check that the camera is connected and that this user may open /dev/video*"
         elif self.kind is SourceKind.GSTREAMER:
-            if not re.search(r"GStreamer:\s+YES", cv2.getBuildInformation()):
-                raise SourceError(
-                    f"GStreamer pipeline {self.spec!r} cannot be opened: this OpenCV build has no "
-                    "GStreamer support; install an OpenCV built with GStreamer (e.g. the distribution's "
-                    "python3-opencv) or pass a camera index, file or stream URL"
-                )
+            self._check_gstreamer()
             capture = cv2.VideoCapture(self.spec, cv2.CAP_GSTREAMER)
             fix = "test the pipeline with gst-launch-1.0 and end it with an appsink"
         elif self.kind is SourceKind.STREAM:
@@ -277,6 +292,21 @@ class FrameSource:
             capture.release()
             raise SourceError(f"cannot open {self.description}; {fix}")
         return capture
+
+    def _check_file_exists(self) -> None:
+        if not Path(self.spec).exists():
+            raise SourceError(
+                f"video file {self.spec} not found; pass an existing file, a camera index such as 0, "
+                "or a stream URL such as rtsp://HOST/PATH"
+            )
+
+    def _check_gstreamer(self) -> None:
+        if not re.search(r"GStreamer:\s+YES", cv2.getBuildInformation()):
+            raise SourceError(
+                f"GStreamer pipeline {self.spec!r} cannot be opened: this OpenCV build has no "
+                "GStreamer support; install an OpenCV built with GStreamer (e.g. the distribution's "
+                "python3-opencv) or pass a camera index, file or stream URL"
+            )
 
     def _read_properties(self, capture: cv2.VideoCapture) -> None:
         fps = capture.get(cv2.CAP_PROP_FPS)

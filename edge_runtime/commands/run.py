@@ -4,7 +4,8 @@ It reads frames from a camera, file, stream or GStreamer pipeline, analyzes
 the faces, and publishes per-window aggregates, stats and status over MQTT.
 A file source returns when the file ends, after the last window, the final
 stats and ``offline`` are published. SIGTERM and SIGINT stop it the same
-way; a second SIGINT interrupts the flush.
+way; a second SIGINT interrupts the flush. ``EXIT_STATUS_HELP`` lists the
+exit statuses.
 """
 
 from __future__ import annotations
@@ -12,14 +13,30 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from edge_runtime.capture.runner import open_service
+from edge_runtime.capture.runner import RunSummary, open_service, plural
+from edge_runtime.capture.source import SourceKind
 from edge_runtime.config import Config, LoggingConfig, apply_overrides, load_config
 
 logger = logging.getLogger(__name__)
+
+EXIT_MESSAGES_LOST = 3
+
+EXIT_STATUS_HELP = """\
+exit status:
+  0    the run ended and every MQTT message reached the broker
+  1    an error stopped the run, e.g. an invalid config, a missing model or
+       source, or repeated analysis failures; the message is on stderr
+  2    invalid command-line arguments
+  3    MQTT messages were lost, e.g. because the broker was unreachable
+       when the run ended or the outbox overflowed; a camera, stream or
+       pipeline stopped by SIGTERM or SIGINT exits 0 and only logs the loss
+  130  a second SIGINT interrupted the final flush
+"""
 
 
 def register(subparsers) -> None:
@@ -27,9 +44,12 @@ def register(subparsers) -> None:
         "run",
         help="run the capture service: frames -> faces -> MQTT",
         description=(
-            "Analyze the faces of a camera, video file, stream or GStreamer pipeline and publish "
-            "per-window aggregates, stats and status to an MQTT broker. Flags override the config file."
+            "Analyze the faces of a camera, video file, stream or GStreamer pipeline and\n"
+            "publish per-window aggregates, stats and status to an MQTT broker. Flags\n"
+            "override the config file."
         ),
+        epilog=EXIT_STATUS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", type=Path, metavar="FILE", help="YAML config file (see examples/config.yaml)")
 
@@ -117,7 +137,28 @@ def run(args: argparse.Namespace) -> int:
 
     for stage, latency in sorted(summary.latency_ms.items()):
         logger.info("latency %-10s mean %7.2f ms  p95 %7.2f ms  (%d samples)", stage, latency.mean_ms, latency.p95_ms, latency.count)
+
+    if lost_messages_fail_run(summary, service.source.kind):
+        was = "was" if summary.messages_lost == 1 else "were"
+        print(
+            f"edge-runtime: error: {plural(summary.messages_lost, 'MQTT message')} {was} not delivered to "
+            f"broker {config.mqtt.broker} and lost; check that the broker is running and reachable",
+            file=sys.stderr,
+        )
+        return EXIT_MESSAGES_LOST
     return 0
+
+
+def lost_messages_fail_run(summary: RunSummary, kind: SourceKind) -> bool:
+    """Return True when lost MQTT messages make the run fail with ``EXIT_MESSAGES_LOST``.
+
+    A live source stopped by a signal is the normal end of a service, and
+    systemd would mark the unit failed on a non-zero status, so it exits 0
+    even when the broker was unreachable at that moment.
+    """
+    if summary.messages_lost == 0:
+        return False
+    return not (kind.is_live and summary.stopped)
 
 
 def apply_logging(settings: LoggingConfig) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from edge_runtime.config import (
     parse_broker_url,
     parse_config,
 )
+from edge_runtime.commands import run as run_command
 from edge_runtime.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "config.yaml"
@@ -138,10 +140,27 @@ def test_invalid_broker_url(url, fragment) -> None:
         parse_config({"mqtt": {"broker": url}})
 
 
-@pytest.mark.parametrize("device_id", ["a/b", "a+b", "#", "", "with space"])
+@pytest.mark.parametrize("device_id", ["a/b", "a+b", "#", "", "with space", "-lead", "x" * 65])
 def test_invalid_device_id(device_id) -> None:
-    with pytest.raises(ConfigError, match="mqtt.device_id"):
+    with pytest.raises(ConfigError) as caught:
         parse_config({"mqtt": {"device_id": device_id}})
+
+    message = str(caught.value)
+    assert "mqtt.device_id" in message
+    assert f"device id {device_id!r} is invalid" in message
+    assert "letters, digits, '_', '.' or '-'" in message
+    assert "pattern" not in message
+    assert "Value error" not in message
+
+
+@pytest.mark.parametrize("prefix", ["", "site/#", "a+b", "with space"])
+def test_invalid_topic_prefix(prefix) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"mqtt": {"prefix": prefix}})
+
+    message = str(caught.value)
+    assert f"mqtt.prefix: topic prefix {prefix!r} is invalid" in message
+    assert "pattern" not in message
 
 
 def test_device_id_from_hostname() -> None:
@@ -193,6 +212,22 @@ def _yaml_paths(data: dict, prefix: str = "") -> set[str]:
         else:
             paths.add(f"{prefix}{key}")
     return paths
+
+
+def test_example_config_header_lists_every_flag() -> None:
+    subparsers = argparse.ArgumentParser().add_subparsers()
+    run_command.register(subparsers)
+    run_parser = subparsers.choices["run"]
+    flags = {
+        option
+        for action in run_parser._actions
+        for option in action.option_strings
+        if option.startswith("--") and option not in ("--help", "--config")
+    }
+    header = EXAMPLE.read_text(encoding="utf-8").split("\n\n", 1)[0]
+
+    assert flags
+    assert {flag for flag in flags if flag not in header} == set()
 
 
 def test_example_config_documents_every_key() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -155,12 +156,79 @@ def test_close_without_broker_is_bounded(mosquitto_factory) -> None:
     publisher = MqttPublisher(settings(broker.url, flush_timeout_s=0.5), "nobroker-test")
     publisher.start()
     publisher.publish(publisher.topics.faces, b"faces-0")
+    publisher.publish(publisher.topics.faces, b"faces-1")
 
     started = time.monotonic()
     delivered = publisher.close()
 
     assert delivered is False
     assert time.monotonic() - started < 5
+    assert publisher.delivered_count(publisher.topics.faces) == 0
+    # online, faces-0, faces-1 and offline never left the outbox.
+    assert publisher.lost_total == 4
+
+
+def test_delivered_count_per_topic(mosquitto_broker, subscribe) -> None:
+    subscriber = subscribe(mosquitto_broker, "edge-runtime/count-test/#")
+    publisher = MqttPublisher(settings(mosquitto_broker.url), "count-test")
+    publisher.start()
+    for number in range(3):
+        publisher.publish(publisher.topics.faces, f"faces-{number}".encode())
+    publisher.publish(publisher.topics.stats, b"stats-0", qos=0)
+
+    assert publisher.close() is True
+    assert subscriber.wait_for(lambda messages: len(messages) >= 6)
+    assert publisher.delivered_count(publisher.topics.faces) == 3
+    assert publisher.delivered_count(publisher.topics.stats) == 1
+    assert publisher.delivered_count(publisher.topics.availability) == 2
+    assert publisher.lost_total == 0
+
+
+def _failure_lines(records: list[logging.LogRecord]) -> list[logging.LogRecord]:
+    """Return the publisher's own lines about failed connection attempts."""
+    return [
+        record for record in records
+        if record.name == "edge_runtime.capture.mqtt" and "attempt" in record.getMessage()
+    ]
+
+
+def test_unreachable_broker_logs_one_line_per_backoff_step(mosquitto_factory, caplog) -> None:
+    caplog.set_level(logging.DEBUG, logger="edge_runtime.capture.mqtt")
+    broker = mosquitto_factory()
+    publisher = MqttPublisher(settings(broker.url, reconnect_min_s=1, reconnect_max_s=2), "backoff-test")
+
+    publisher.start()
+    # paho logs "Connection failed" once per failed attempt; wait for the third.
+    # The attempts come at about 0 s, 3 s (1 s + 2 s at the first failure) and 5 s.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        failures = [
+            record for record in caplog.records
+            if record.name.endswith(".paho") and "Connection failed" in record.getMessage()
+        ]
+        if len(failures) >= 3:
+            break
+        time.sleep(0.1)
+    publisher.close(timeout_s=0)
+
+    assert len(failures) >= 3, [record.getMessage() for record in caplog.records]
+    paho_records = [record for record in caplog.records if record.name == "edge_runtime.capture.mqtt.paho"]
+    assert paho_records
+    assert {record.levelno for record in paho_records} == {logging.DEBUG}
+
+    lines = _failure_lines(caplog.records)
+    assert len(lines) == 2, [record.getMessage() for record in lines]
+    assert lines[0].levelno == logging.WARNING
+    assert "attempt 1" in lines[0].getMessage()
+    assert "next attempt in 3 s" in lines[0].getMessage()
+    assert lines[1].levelno == logging.INFO
+    assert "attempt 2" in lines[1].getMessage()
+    assert "next attempt in 2 s" in lines[1].getMessage()
+    # The announced delays are the ones paho waited: 3 s, then 2 s.
+    first_gap_s = failures[1].created - failures[0].created
+    second_gap_s = failures[2].created - failures[1].created
+    assert 2.8 <= first_gap_s <= 4.5, first_gap_s
+    assert 1.8 <= second_gap_s <= 3.5, second_gap_s
 
 
 def test_client_id_derives_from_device_id() -> None:

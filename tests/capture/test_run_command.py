@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from edge_runtime.capture.runner import RunSummary
+from edge_runtime.capture.source import SourceKind
+from edge_runtime.commands.run import lost_messages_fail_run
 
 from tests.capture.conftest import ASTRONAUT_FRAMES, ends_offline, validate_payload
 
@@ -159,3 +164,81 @@ def test_run_help_lists_flags() -> None:
     for flag in ("--config", "--source", "--broker", "--device-id", "--window", "--profile", "--store",
                  "--realtime", "--max-frames"):
         assert flag in completed.stdout
+
+
+def test_run_without_broker_exits_3(tmp_path, model_store, astronaut_video, mosquitto_factory) -> None:
+    stopped = mosquitto_factory()
+    config = tmp_path / "config.yaml"
+    config.write_text("mqtt:\n  flush_timeout_s: 0.5\n", encoding="utf-8")
+
+    completed = subprocess.run(
+        command("--config", str(config), "--source", str(astronaut_video), "--store", str(model_store.root),
+                "--broker", stopped.url, "--device-id", "lost-test", "--max-frames", "3"),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
+
+    assert completed.returncode == 3, completed.stderr[-3000:]
+    last_line = completed.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("edge-runtime: error: 5 MQTT messages were not delivered")
+    assert stopped.url in last_line
+    assert "window 0 queued" in completed.stderr
+    assert "1 window: 0 delivered, 1 lost" in completed.stderr
+    assert "ERROR edge_runtime.capture.mqtt.paho" not in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_missing_source_reported_before_models(tmp_path) -> None:
+    missing = tmp_path / "absent.mp4"
+
+    completed = subprocess.run(
+        command("--source", str(missing), "--store", str(tmp_path / "empty"), "--broker", "mqtt://127.0.0.1:9"),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
+
+    assert completed.returncode == 1
+    assert f"video file {missing} not found" in completed.stderr
+    assert "models pull" not in completed.stderr
+
+
+def test_invalid_device_id_names_value_and_characters() -> None:
+    completed = subprocess.run(command("--device-id", "pi/7"), cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+
+    assert completed.returncode == 1
+    assert "device id 'pi/7' is invalid" in completed.stderr
+    assert "letters, digits, '_', '.' or '-'" in completed.stderr
+    assert "pattern" not in completed.stderr
+
+
+def test_run_help_lists_exit_statuses() -> None:
+    completed = subprocess.run(command("--help"), cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+
+    assert completed.returncode == 0
+    assert "exit status:" in completed.stdout
+    for status in ("0", "1", "2", "3", "130"):
+        assert re.search(rf"^  {status} +\S", completed.stdout, re.MULTILINE), status
+
+
+@pytest.mark.parametrize(
+    "kind, stopped, lost, fails",
+    [
+        (SourceKind.FILE, False, 5, True),
+        (SourceKind.FILE, True, 5, True),
+        (SourceKind.CAMERA, False, 5, True),
+        (SourceKind.CAMERA, True, 5, False),
+        (SourceKind.STREAM, True, 1, False),
+        (SourceKind.FILE, False, 0, False),
+    ],
+)
+def test_lost_messages_fail_run(kind, stopped, lost, fails) -> None:
+    summary = RunSummary(
+        reason="test", frames_analyzed=1, frames_read=1, frames_dropped=0, windows_published=1,
+        wall_s=1.0, fps=1.0, messages_lost=lost, stopped=stopped,
+    )
+
+    assert lost_messages_fail_run(summary, kind) is fails

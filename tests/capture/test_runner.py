@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -50,6 +51,8 @@ def test_runner_analyzes_every_frame(astronaut_run) -> None:
     assert summary.frames_analyzed == ASTRONAUT_FRAMES
     assert summary.frames_dropped == 0
     assert summary.windows_published == 3
+    assert summary.windows_delivered == 3
+    assert summary.messages_lost == 0
     assert summary.delivered is True
     assert {"read", "detect", "total", "frame"} <= set(summary.latency_ms)
 
@@ -114,7 +117,8 @@ def test_runner_status_and_final_stats(astronaut_run) -> None:
     assert final_stats["latency_ms"]["detect"]["count"] >= 1
 
 
-def test_runner_without_broker_still_returns(model_store, astronaut_video, mosquitto_factory) -> None:
+def test_runner_without_broker_still_returns(model_store, astronaut_video, mosquitto_factory, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="edge_runtime.capture")
     stopped = mosquitto_factory()
     config = service_config(astronaut_video, model_store, stopped.url, "runner-nobroker")
     config = config.model_copy(update={"mqtt": config.mqtt.model_copy(update={"flush_timeout_s": 0.5})})
@@ -125,11 +129,41 @@ def test_runner_without_broker_still_returns(model_store, astronaut_video, mosqu
         summary = service.runner.run(max_frames=5)
     finally:
         service.close()
+    elapsed_s = time.monotonic() - started
 
     assert summary.frames_analyzed == 5
     assert summary.reason == "max frames (5) reached"
     assert summary.delivered is False
-    assert time.monotonic() - started < 30
+    assert elapsed_s < 30
+
+    # One window (5 frames of 12 fps fit in 1.5 s); it only waited in the outbox.
+    assert summary.windows_published == 1
+    assert summary.windows_delivered == 0
+    # online, the status, the window, the final stats and offline.
+    assert summary.messages_lost == 5
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(message.startswith("window 0 queued") for message in messages), messages
+    assert not any(message.startswith("window 0 published") for message in messages)
+    assert any("1 window: 0 delivered, 1 lost" in message for message in messages), messages
+
+
+def test_runner_fps_excludes_flush(model_store, astronaut_video, mosquitto_factory) -> None:
+    stopped = mosquitto_factory()
+    config = service_config(astronaut_video, model_store, stopped.url, "runner-flush")
+    config = config.model_copy(update={"mqtt": config.mqtt.model_copy(update={"flush_timeout_s": 1.0})})
+
+    service = open_service(config)
+    started = time.monotonic()
+    try:
+        summary = service.runner.run(max_frames=3)
+    finally:
+        service.close()
+    elapsed_s = time.monotonic() - started
+
+    # The flush waits the whole flush_timeout_s for the unreachable broker.
+    assert summary.flush_s >= 1.0
+    assert summary.wall_s + summary.flush_s <= elapsed_s
+    assert summary.fps == pytest.approx(summary.frames_analyzed / summary.wall_s)
 
 
 def test_missing_models_tell_how_to_pull(tmp_path, astronaut_video) -> None:
@@ -139,8 +173,9 @@ def test_missing_models_tell_how_to_pull(tmp_path, astronaut_video) -> None:
         open_service(config)
 
 
-def test_missing_source_fails_after_models_load(model_store, tmp_path) -> None:
-    config = parse_config({"source": {"spec": str(tmp_path / "absent.mp4")}, "store": str(model_store.root)})
+def test_missing_source_fails_before_models_load(tmp_path) -> None:
+    # The store is empty, so loading the models first would raise ModelNotFoundError.
+    config = parse_config({"source": {"spec": str(tmp_path / "absent.mp4")}, "store": str(tmp_path / "empty-store")})
 
     with pytest.raises(SourceError, match="absent.mp4"):
         open_service(config)

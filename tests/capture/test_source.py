@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 import threading
 import time
 
@@ -161,3 +163,31 @@ def test_iterating_closed_source_fails(astronaut_video) -> None:
 
     with pytest.raises(SourceError, match="not open"):
         iter(source)
+
+
+def test_check_rejects_missing_and_undecodable_files(tmp_path) -> None:
+    missing = tmp_path / "absent.mp4"
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"not a video" * 100)
+
+    with pytest.raises(SourceError, match="video file .*absent.mp4 not found"):
+        FrameSource(str(missing)).check()
+    with pytest.raises(SourceError, match="cannot open file .*broken.mp4"):
+        FrameSource(str(broken)).check()
+
+
+def test_check_keeps_nothing_open(astronaut_video) -> None:
+    source = FrameSource(str(astronaut_video))
+
+    source.check()
+
+    with pytest.raises(SourceError, match="not open"):
+        iter(source)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="camera nodes are checked on Linux only")
+def test_check_rejects_absent_camera() -> None:
+    node = next(f"/dev/video{index}" for index in range(90, 200) if not os.path.exists(f"/dev/video{index}"))
+
+    with pytest.raises(SourceError, match=f"{node} not found"):
+        FrameSource(node.removeprefix("/dev/video")).check()
