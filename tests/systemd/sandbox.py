@@ -313,8 +313,15 @@ def _under(path: str, roots: Iterable[str]) -> bool:
     return any(path == root or path.startswith(root.rstrip("/") + "/") for root in roots)
 
 
-def set_up_mounts(settings: dict[str, list[str]], writable: Sequence[Path]) -> list[str]:
-    """Enter a private mount namespace and apply the unit's file-system settings."""
+def set_up_mounts(
+    settings: dict[str, list[str]], writable: Sequence[Path], installed: Sequence[Path] = ()
+) -> list[str]:
+    """Enter a private mount namespace and apply the unit's file-system settings.
+
+    ``installed`` lists read-only directories the command runs from (the
+    checkout and its venv). A real service is installed under /opt, but a
+    test checkout may sit below /tmp, where PrivateTmp would hide it.
+    """
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.unshare(CLONE_NEWNS) != 0:
         code = ctypes.get_errno()
@@ -336,7 +343,7 @@ def set_up_mounts(settings: dict[str, list[str]], writable: Sequence[Path]) -> l
     if is_true(settings, "PrivateTmp"):
         # The fresh /tmp hides writable directories below the old one, so
         # hold them open and bind them back into the new tmpfs.
-        hidden = [path for path in writable if _under(str(path), ("/tmp", "/var/tmp"))]
+        hidden = [path for path in [*writable, *installed] if _under(str(path), ("/tmp", "/var/tmp"))]
         handles = [os.open(path, os.O_PATH | os.O_DIRECTORY) for path in hidden]
         for path in ("/tmp", "/var/tmp"):
             _mount("-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", "tmpfs", path)
@@ -371,6 +378,10 @@ def set_up_mounts(settings: dict[str, list[str]], writable: Sequence[Path]) -> l
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--state-dir", type=Path, required=True, help="directory exported as STATE_DIRECTORY and kept writable")
+    parser.add_argument(
+        "--read-only", type=Path, action="append", default=[],
+        help="directory the command reads, such as its input video; repeat for more",
+    )
     parser.add_argument("units", nargs="+", type=Path, help="unit file, then its drop-ins in order")
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--" not in argv or argv.index("--") == len(argv) - 1:
@@ -384,7 +395,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     cache_dir = Path(tempfile.mkdtemp(prefix="edge-runtime-cache-", dir=state_dir.parent))
 
-    applied = set_up_mounts(settings, [state_dir, cache_dir])
+    checkout = Path(__file__).resolve().parents[2]
+    inputs = {path.resolve() for path in args.read_only}
+    installed = sorted({checkout, Path(sys.prefix).resolve(), *inputs} - {state_dir, cache_dir})
+    applied = set_up_mounts(settings, [state_dir, cache_dir], installed)
     # Only an empty CapabilityBoundingSet= is reproduced; the unit sets it empty.
     drop_capabilities()
     applied.append("CapabilityBoundingSet=")

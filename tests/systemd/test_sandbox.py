@@ -82,7 +82,7 @@ def run_service(tmp_path: Path, model_store, broker, shared_data: Path, profile:
     copy_packages(model_store, state_dir / "models", STARTER_MODELS)
 
     config = {
-        "source": {"spec": str(shared_data / VIDEO), "every_n": EVERY_N},
+        "source": {"spec": str((shared_data / VIDEO).resolve()), "every_n": EVERY_N},
         "profile": profile,
         "window_s": 5.0,
         "mqtt": {"broker": broker.url, "device_id": device_id, "flush_timeout_s": 5.0},
@@ -92,7 +92,8 @@ def run_service(tmp_path: Path, model_store, broker, shared_data: Path, profile:
 
     units = [str(SYSTEMD_DIR / UNIT_NAME)] + [str(SYSTEMD_DIR / "drop-ins" / name) for name in dropins]
     command = [
-        sys.executable, "-m", "tests.systemd.sandbox", "--state-dir", str(state_dir), *units,
+        sys.executable, "-m", "tests.systemd.sandbox", "--state-dir", str(state_dir),
+        "--read-only", str((shared_data / VIDEO).resolve().parent), *units,
         "--", str(EDGE_RUNTIME), "run", "--config", str(config_path),
     ]
 
