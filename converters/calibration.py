@@ -2,6 +2,9 @@
 
 Crops come from a folder of photos that the user names, cut by the runtime's
 own face detector so that the crops look like those the device will feed.
+Each face keeps its photo and detection, so that ``crops_for_spec`` can cut
+it again by the crop rule of a model's input contract (an aligned chip for
+the dlib age and gender models, for example).
 Without a folder, a built-in set is used: ``skimage/data/astronaut.png``
 (NASA, public domain) taken from the scikit-image wheel with
 ``pip download --no-deps`` and checked against a pinned sha256. Augmentation
@@ -24,8 +27,12 @@ from typing import Callable, Iterator, Optional, Sequence
 import cv2
 import numpy as np
 
-from edge_runtime.errors import ImageReadError
+from edge_runtime.errors import ConfigError, ImageReadError
 from edge_runtime.manifest import sha256_file
+
+from edge_runtime.manifest import InputSpec
+from edge_runtime.vision.crop import crop_face
+from edge_runtime.vision.types import Detection
 
 from converters.errors import ConversionError
 
@@ -111,8 +118,8 @@ def fetch_builtin_photo(destination: Optional[Path] = None) -> Path:
     return target
 
 
-# A detector returns face boxes (x1, y1, x2, y2) in pixels for a BGR image.
-FaceDetector = Callable[[np.ndarray], list[tuple[float, float, float, float]]]
+# A detector returns, for a BGR image, Detections or bare face boxes (x1, y1, x2, y2) in pixels.
+FaceDetector = Callable[[np.ndarray], list[Detection | tuple[float, float, float, float]]]
 
 
 DETECTOR_PREFERENCE = ("mtcnn", "blazeface-full-range", "blazeface-short-range")
@@ -144,8 +151,8 @@ def runtime_detector(store_root: Optional[Path] = None) -> Optional[FaceDetector
             continue
         logger.info("cutting face crops with the runtime's %s detector from %s", name, store.root)
 
-        def detect(image: np.ndarray, detector=detector) -> list[tuple[float, float, float, float]]:
-            return [tuple(d.box) for d in detector.detect(image)]
+        def detect(image: np.ndarray, detector=detector) -> list[Detection]:
+            return list(detector.detect(image))
 
         detect.detector_name = f"edge-runtime {name} detector"  # type: ignore[attr-defined]
         return detect
@@ -181,13 +188,16 @@ class CropSet:
     """Face crops (uint8 BGR) and where they came from.
 
     ``distinct`` is the number of crops cut from photos, before augmentation
-    added copies; None means every crop is distinct.
+    added copies; None means every crop is distinct. ``faces`` contains the
+    photo and detection behind each crop (in crop order) when they are
+    known, so that ``crops_for_spec`` can cut them again by another crop rule.
     """
 
     crops: list[np.ndarray]
     origin: str
     detector: str
     distinct: Optional[int] = None
+    faces: Optional[list[tuple[np.ndarray, Detection]]] = None
 
     def __len__(self) -> int:
         return len(self.crops)
@@ -205,6 +215,7 @@ def crops_from_photos(photos: Sequence[Path], detector: Optional[FaceDetector] =
         logger.warning("no face detector given; cutting a centred square from each photo instead")
 
     crops: list[np.ndarray] = []
+    faces: list[tuple[np.ndarray, Detection]] = []
     for path in photos:
         try:
             image = read_image(path)
@@ -212,20 +223,22 @@ def crops_from_photos(photos: Sequence[Path], detector: Optional[FaceDetector] =
             logger.warning("skipping %s", exc)
             continue
 
-        boxes = detector(image) if detector else [center_box(image)]
-        if not boxes:
+        found = detector(image) if detector else [center_box(image)]
+        if not found:
             logger.info("%s: no face found, skipped", path.name)
-        for box in boxes[:max_faces_per_photo]:
-            crop = cut(image, box)
+        for face in found[:max_faces_per_photo]:
+            detection = face if isinstance(face, Detection) else Detection(box=tuple(face), score=1.0)
+            crop = cut(image, detection.box)
             if crop is not None:
                 crops.append(crop)
+                faces.append((image, detection))
 
     if not crops:
         raise ConversionError(
             f"no face crops could be cut from {len(photos)} photo(s); pass a folder with visible faces"
         )
     origin = str(Path(photos[0]).parent) if photos else "<none>"
-    return CropSet(crops, origin, detector_name)
+    return CropSet(crops, origin, detector_name, faces=faces)
 
 
 def builtin_crops(detector: Optional[FaceDetector] = None) -> CropSet:
@@ -233,11 +246,49 @@ def builtin_crops(detector: Optional[FaceDetector] = None) -> CropSet:
     photo = fetch_builtin_photo()
     if detector is not None:
         found = crops_from_photos([photo], detector)
-        return CropSet(found.crops, f"built-in {BUILTIN_MEMBER} ({BUILTIN_REQUIREMENT})", found.detector)
+        return CropSet(found.crops, f"built-in {BUILTIN_MEMBER} ({BUILTIN_REQUIREMENT})", found.detector,
+                       faces=found.faces)
 
-    crop = cut(read_image(photo), BUILTIN_FACE_BOX)
+    image = read_image(photo)
+    crop = cut(image, BUILTIN_FACE_BOX)
     assert crop is not None
-    return CropSet([crop], f"built-in {BUILTIN_MEMBER} ({BUILTIN_REQUIREMENT})", "pinned face box")
+    faces = [(image, Detection(box=BUILTIN_FACE_BOX, score=1.0))]
+    return CropSet([crop], f"built-in {BUILTIN_MEMBER} ({BUILTIN_REQUIREMENT})", "pinned face box", faces=faces)
+
+
+def crops_for_spec(crop_set: CropSet, spec: InputSpec) -> list[np.ndarray]:
+    """Return the crops of ``crop_set`` cut by the crop rule of the input contract ``spec``.
+
+    A plain ``box`` rule (no margin, no eye alignment) returns the detector
+    crops as they are. ``square_box``, ``aligned_chip`` and ``box`` with a
+    margin or eye alignment cut each face again from its photo with the
+    runtime's ``crop_face``, already resized to the input size. ``full_frame``
+    also returns the detector crops unchanged.
+
+    NOTE: ``full_frame`` marks detector stages (MTCNN's P-, R- and O-Net),
+    which see pyramid windows and candidate boxes on a device. Face crops are
+    only a stand-in for those, so their int8 calibration is approximate.
+
+    Raises:
+        ConversionError: the crop set has no photos and detections to cut
+            from, or the rule needs landmarks that the detector did not give.
+    """
+    rule = spec.crop
+    if rule.rule == "full_frame" or (rule.rule == "box" and rule.margin == 0.0 and not rule.align_eyes):
+        return list(crop_set.crops)
+
+    if crop_set.faces is None:
+        raise ConversionError(
+            f"the crops from {crop_set.origin} have no photos and detections, so the {rule.rule!r} crop rule "
+            "cannot be applied; cut them with crops_from_photos or builtin_crops"
+        )
+    try:
+        return [crop_face(image, detection, spec) for image, detection in crop_set.faces]
+    except ConfigError as exc:
+        raise ConversionError(
+            f"the model's crop rule {rule.rule!r} cannot be applied to the crops from {crop_set.origin} "
+            f"({crop_set.detector}): {exc}"
+        ) from exc
 
 
 def augment(crops: Sequence[np.ndarray], count: int, seed: int = 0) -> list[np.ndarray]:

@@ -115,7 +115,8 @@ def _check_request(request: ConvertRequest) -> None:
         raise ConversionError(f"{output}: output directory is not empty; choose a new directory or pass --overwrite")
 
 
-def _crop_sets(request: ConvertRequest) -> tuple[calib.CropSet, list[np.ndarray], calib.CropSet]:
+def _crop_sets(request: ConvertRequest) -> tuple[calib.CropSet, calib.CropSet]:
+    """Cut the face crops for calibration and parity, before crop rules and augmentation."""
     detector = request.detector or calib.runtime_detector(request.model_store)
     if request.calibration_photos is not None:
         calibration_set = calib.crops_from_photos(calib.list_photos(request.calibration_photos), detector)
@@ -135,12 +136,16 @@ def _crop_sets(request: ConvertRequest) -> tuple[calib.CropSet, list[np.ndarray]
             "least %d faces for a parity report that covers more than that", len(parity_set.crops),
             parity_set.origin, MIN_DISTINCT_PARITY_FACES,
         )
-    calibration_crops = calib.augment(calibration_set.crops, request.calibration_count, seed=0)
-    parity_set = calib.CropSet(
-        calib.augment(parity_set.crops, max(request.parity_count, len(parity_set.crops)), seed=1),
-        parity_set.origin, parity_set.detector, distinct=len(parity_set.crops),
-    )
-    return calibration_set, calibration_crops, parity_set
+    return calibration_set, parity_set
+
+
+def _stage_crops(request: ConvertRequest, spec, calibration_set: calib.CropSet,
+                 parity_set: calib.CropSet) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Cut the calibration and parity crops by the stage's crop rule, then augment them to their counts."""
+    calibration_crops = calib.augment(calib.crops_for_spec(calibration_set, spec), request.calibration_count, seed=0)
+    parity_crops = calib.crops_for_spec(parity_set, spec)
+    parity_crops = calib.augment(parity_crops, max(request.parity_count, len(parity_crops)), seed=1)
+    return calibration_crops, parity_crops
 
 
 def _file_stem(source: SourceModel, stage: Stage, precision: str) -> str:
@@ -161,7 +166,8 @@ def convert(request: ConvertRequest) -> ConvertResult:
     for note in source.notes:
         logger.info("%s: %s", source.name, note)
 
-    calibration_set, calibration_crops, parity_set = _crop_sets(request)
+    calibration_set, parity_set = _crop_sets(request)
+    parity_count = max(request.parity_count, len(parity_set.crops))
     tolerances = {**DEFAULT_TOLERANCES, **request.tolerances}
 
     output = Path(request.output)
@@ -174,9 +180,9 @@ def convert(request: ConvertRequest) -> ConvertResult:
     report = ParityReport(
         model=source.name,
         source={"file": str(request.source), "kind": source.kind, "sha256": source.source_sha256, "notes": source.notes},
-        crops={"count": len(parity_set), "distinct_faces": parity_set.distinct, "origin": parity_set.origin,
-               "detector": parity_set.detector,
-               "calibration_count": len(calibration_crops), "calibration_origin": calibration_set.origin},
+        crops={"count": parity_count, "distinct_faces": len(parity_set.crops), "origin": parity_set.origin,
+               "detector": parity_set.detector, "crop_rule": source.input.crop.rule,
+               "calibration_count": request.calibration_count, "calibration_origin": calibration_set.origin},
         machine=machine_info(),
         source_latency_ms={},
     )
@@ -186,7 +192,7 @@ def convert(request: ConvertRequest) -> ConvertResult:
     try:
         with tempfile.TemporaryDirectory(prefix="edge-convert-") as work:
             for stage in source.stages:
-                _convert_stage(request, source, stage, Path(work), staging, calibration_crops, parity_set,
+                _convert_stage(request, source, stage, Path(work), staging, calibration_set, parity_set,
                                tolerances, report, written, export_errors)
 
         failed = report.failed
@@ -231,11 +237,12 @@ def _measured(variant) -> str:
 
 
 def _convert_stage(request: ConvertRequest, source: SourceModel, stage: Stage, work: Path, staging: Path,
-                   calibration_crops: list[np.ndarray], parity_set: calib.CropSet,
+                   calibration_set: calib.CropSet, parity_set: calib.CropSet,
                    tolerances: dict[str, Tolerance], report: ParityReport,
                    written: list[VariantFiles], export_errors: dict[str, str]) -> None:
     spec = stage.spec_for(source.input)
-    parity_batch = make_batch(parity_set.crops, spec)
+    calibration_crops, parity_crops = _stage_crops(request, spec, calibration_set, parity_set)
+    parity_batch = make_batch(parity_crops, spec)
     calibration_batch = make_batch(calibration_crops, spec)
 
     def calibration() -> Iterable[np.ndarray]:
@@ -288,10 +295,12 @@ def _convert_stage(request: ConvertRequest, source: SourceModel, stage: Stage, w
 
             try:
                 if target == "onnx" and precision == "int8" and request.ort_calibration == "best":
-                    writers = {method: _ort_writer(fp32_onnx, stage, calibration, method) for method in ORT_METHODS}
+                    writers = {_label(method, float_ends): _ort_writer(fp32_onnx, stage, calibration, method, float_ends)
+                               for float_ends in (False, True) for method in ORT_METHODS}
                     parity, files = _best_variant(path, writers, check, "ORT calibration")
                 elif target == "openvino" and precision == "int8" and request.nncf_preset == "best":
-                    writers = {preset: _nncf_writer(fp32_onnx, calibration, preset) for preset in NNCF_PRESETS}
+                    writers = {_label(preset, float_ends): _nncf_writer(fp32_onnx, calibration, preset, float_ends)
+                               for float_ends in (False, True) for preset in NNCF_PRESETS}
                     parity, files = _best_variant(path, writers, check, "NNCF preset")
                 else:
                     parity = check(files[0])
@@ -313,6 +322,14 @@ def _convert_stage(request: ConvertRequest, source: SourceModel, stage: Stage, w
 
 ORT_METHODS = ("minmax", "percentile", "entropy")
 NNCF_PRESETS = ("performance", "mixed")
+
+# The ``best`` search also tries each method or preset with the first convolution and the final
+# classifier kept in float32 (see ``onnx_target.float_end_nodes`` and ``openvino.float_end_ops``).
+FLOAT_ENDS_SUFFIX = "float-ends"
+
+
+def _label(name: str, float_ends: bool) -> str:
+    return f"{name}-{FLOAT_ENDS_SUFFIX}" if float_ends else name
 
 
 def _best_variant(path: Path, writers: dict[str, Callable[[Path], list[Path]]], check, what: str):
@@ -352,19 +369,20 @@ def _best_variant(path: Path, writers: dict[str, Callable[[Path], list[Path]]], 
     return parity, kept
 
 
-def _ort_writer(fp32_onnx: Path, stage: Stage, calibration, method: str) -> Callable[[Path], list[Path]]:
+def _ort_writer(fp32_onnx: Path, stage: Stage, calibration, method: str,
+                float_ends: bool = False) -> Callable[[Path], list[Path]]:
     def write(candidate: Path) -> list[Path]:
-        onnx_target.to_int8(fp32_onnx, candidate, stage.input_name, calibration, method)
+        onnx_target.to_int8(fp32_onnx, candidate, stage.input_name, calibration, method, float_ends=float_ends)
         return [candidate]
 
     return write
 
 
-def _nncf_writer(fp32_onnx: Path, calibration, preset: str) -> Callable[[Path], list[Path]]:
+def _nncf_writer(fp32_onnx: Path, calibration, preset: str, float_ends: bool = False) -> Callable[[Path], list[Path]]:
     from converters.targets.openvino import export_openvino
 
     def write(candidate: Path) -> list[Path]:
-        return export_openvino(fp32_onnx, candidate, "int8", calibration, preset=preset)
+        return export_openvino(fp32_onnx, candidate, "int8", calibration, preset=preset, float_ends=float_ends)
 
     return write
 

@@ -6,7 +6,9 @@ removes redundant nodes (the result is checked with ``onnx.checker``).
 fp16: weights and activations in float16 with float32 inputs and outputs
 (``onnxruntime.transformers.float16``), so callers feed the same arrays.
 int8: ONNX Runtime static quantization in QDQ format, per-channel weights,
-activations calibrated on face crops.
+activations calibrated on face crops. Optionally the first convolution and
+the final classifier (the last Gemm or MatMul, and Softmax) stay in float,
+the layers whose rounding moves the top-1 class most.
 """
 
 from __future__ import annotations
@@ -135,11 +137,27 @@ class _Reader:
         pass
 
 
+def float_end_nodes(model) -> list[str]:
+    """Return the names of the first Conv, the last Gemm or MatMul and every Softmax node of ``model``.
+
+    The graph's nodes must be in topological order (ONNX requires it). Nodes
+    without a name are skipped, because the quantizer excludes nodes by name.
+    """
+    nodes = list(model.graph.node)
+    convs = [node.name for node in nodes if node.op_type == "Conv" and node.name]
+    classifiers = [node.name for node in nodes if node.op_type in ("Gemm", "MatMul") and node.name]
+    softmaxes = [node.name for node in nodes if node.op_type == "Softmax" and node.name]
+    return convs[:1] + classifiers[-1:] + softmaxes
+
+
 def to_int8(source: Path, output: Path, input_name: str,
-            calibration: Callable[[], Iterable[np.ndarray]], method: str = "minmax") -> None:
+            calibration: Callable[[], Iterable[np.ndarray]], method: str = "minmax",
+            float_ends: bool = False) -> None:
     """Quantize ``source`` statically to int8 (QDQ, per-channel weights, uint8 activations).
 
-    ``method`` is ``minmax``, ``entropy`` or ``percentile`` (ONNX Runtime's calibration methods).
+    ``method`` is ``minmax``, ``entropy`` or ``percentile`` (ONNX Runtime's
+    calibration methods). With ``float_ends`` the nodes of ``float_end_nodes``
+    are left out of quantization and run in float32.
     """
     quantization = require("onnxruntime.quantization", "quantize ONNX graphs to int8", package="onnxruntime")
     methods = {
@@ -158,6 +176,10 @@ def to_int8(source: Path, output: Path, input_name: str,
             logger.debug("quant_pre_process failed on %s (%s); quantizing the graph as is", source, exc)
             shutil.copyfile(source, prepared)
 
+        excluded = float_end_nodes(_onnx().load(str(prepared))) if float_ends else []
+        if excluded:
+            logger.info("%s: keeping %s in float32", output.name, ", ".join(excluded))
+
         with step(f"calibrating and quantizing {output.name} ({method})"):
             quantization.quantize_static(
                 str(prepared), str(output), _Reader(input_name, calibration()),
@@ -166,4 +188,5 @@ def to_int8(source: Path, output: Path, input_name: str,
                 activation_type=quantization.QuantType.QUInt8,
                 weight_type=quantization.QuantType.QInt8,
                 calibrate_method=methods[method],
+                nodes_to_exclude=excluded,
             )

