@@ -2,7 +2,7 @@
 # Set up everything the test suite needs and run it.
 #
 #   scripts/test.sh                 full suite, converters included (first run
-#                                   installs torch/TensorFlow: ~8 GB, a few minutes)
+#                                   installs torch/TensorFlow: ~10 GB, a few minutes)
 #   scripts/test.sh --device-only   runtime tests only, in a light venv
 #   scripts/test.sh -- -k mqtt      extra arguments after -- go to pytest
 #
