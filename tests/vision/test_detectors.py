@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from pathlib import Path
 from typing import Callable
 
+import cv2
 import numpy as np
 import pytest
 
@@ -13,6 +16,7 @@ from edge_runtime.loader import LoadedModel
 from edge_runtime.vision.detectors import BlazeFaceDetector, FaceDetector, MtcnnDetector, create_detector
 from edge_runtime.vision.detectors.base import box_iou
 from edge_runtime.vision.detectors.blazeface import generate_anchors
+from edge_runtime.vision.detectors.mtcnn import DEFAULT_MAX_PYRAMID_PIXELS
 from edge_runtime.vision.image_io import read_image
 from tests.vision.helpers import count_matches, read_labels, write_report
 
@@ -131,6 +135,78 @@ def test_mtcnn_pyramid(mtcnn: MtcnnDetector) -> None:
     np.testing.assert_allclose(ratios, 0.709)
     assert 480 * scales[-1] >= 12
     assert 480 * scales[-1] * 0.709 < 12
+
+
+class _CountingSession:
+    """A real backend session that records the pixel count (height x width) of every image fed to it."""
+
+    def __init__(self, session: object) -> None:
+        self.session = session
+        self.pixels: list[int] = []
+
+    def run(self, feeds: np.ndarray) -> list[np.ndarray]:
+        self.pixels.append(int(feeds.shape[1]) * int(feeds.shape[2]))
+        return self.session.run(feeds)
+
+
+def _level_pixels(height: int, width: int, scale: float) -> int:
+    return math.ceil(height * scale) * math.ceil(width * scale)
+
+
+def test_mtcnn_pyramid_cap(mtcnn: MtcnnDetector, load: Callable[..., LoadedModel]) -> None:
+    # The largest test photos (3000x2171, 2048x1536) and a 4K frame keep the configured 20-pixel minimum face.
+    for height, width in ((2171, 3000), (1536, 2048), (2160, 3840)):
+        assert mtcnn.first_scale(height, width) == pytest.approx(12 / 20), (height, width)
+
+    for height, width in ((6000, 8000), (8000, 8000), (4000, 30000)):
+        scale = mtcnn.first_scale(height, width)
+        assert _level_pixels(height, width, scale) <= DEFAULT_MAX_PYRAMID_PIXELS, (height, width)
+        assert _level_pixels(height, width, scale) >= 0.99 * DEFAULT_MAX_PYRAMID_PIXELS, (height, width)
+        assert mtcnn.pyramid_scales(height, width)[0] == scale
+
+    uncapped = create_detector(load("mtcnn", "onnxruntime"), max_pyramid_pixels=None)
+    assert uncapped.first_scale(6000, 8000) == pytest.approx(12 / 20)
+    with pytest.raises(ConfigError, match="max_pyramid_pixels"):
+        create_detector(load("mtcnn", "onnxruntime"), max_pyramid_pixels=100)
+
+
+def test_mtcnn_large_frame_bounded(
+    mtcnn: MtcnnDetector, astronaut: np.ndarray, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    (original,) = mtcnn.detect(astronaut)
+    side = 8000
+    factor = side / astronaut.shape[0]
+    frame = cv2.resize(astronaut, (side, side), interpolation=cv2.INTER_LINEAR)
+    pnet = _CountingSession(mtcnn.model.sessions["pnet"])
+    monkeypatch.setitem(mtcnn.model.sessions, "pnet", pnet)
+
+    with caplog.at_level(logging.DEBUG, logger="edge_runtime.vision.detectors.mtcnn"):
+        faces = mtcnn.detect(frame)
+
+    # Uncapped, the first level alone would be 4800x4800 = 23 megapixels.
+    assert max(pnet.pixels) <= DEFAULT_MAX_PYRAMID_PIXELS
+    assert sum(pnet.pixels) <= 2.1 * DEFAULT_MAX_PYRAMID_PIXELS
+    assert len(pnet.pixels) == len(mtcnn.pyramid_scales(side, side))
+    assert len(faces) == 1
+    expected = np.asarray([[v * factor for v in original.box]])
+    assert box_iou(np.asarray(faces[0].box), expected)[0] >= 0.7
+    assert any("minimum face size raised" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.shared_data
+def test_mtcnn_huge_blank_bounded(mtcnn: MtcnnDetector, shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = shared_data / "odd" / "huge_blank_8000x6000.png"
+    if not path.is_file():
+        pytest.skip(f"{path} is missing")
+    frame = read_image(path)
+    pnet = _CountingSession(mtcnn.model.sessions["pnet"])
+    monkeypatch.setitem(mtcnn.model.sessions, "pnet", pnet)
+
+    faces = mtcnn.detect(frame)
+
+    assert faces == []
+    assert max(pnet.pixels) <= DEFAULT_MAX_PYRAMID_PIXELS
+    assert sum(pnet.pixels) <= 2.1 * DEFAULT_MAX_PYRAMID_PIXELS
 
 
 def test_anchor_count_matches_model(blazeface_full: BlazeFaceDetector, blazeface_short: BlazeFaceDetector) -> None:

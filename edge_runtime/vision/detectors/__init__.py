@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 _COMMON_OPTIONS = {"min_face_size", "score_threshold", "nms_threshold", "max_faces"}
-_MTCNN_OPTIONS = {"scale_factor", "stage_thresholds"}
+_MTCNN_OPTIONS = {"scale_factor", "stage_thresholds", "max_pyramid_pixels"}
 
 
 def create_detector(model: LoadedModel, **options: Any) -> FaceDetector:
@@ -39,8 +39,8 @@ def create_detector(model: LoadedModel, **options: Any) -> FaceDetector:
 
     ``options`` are the fields of ``DetectorOptions`` (min_face_size,
     score_threshold, nms_threshold, max_faces) and, for MTCNN only,
-    ``scale_factor`` and ``stage_thresholds``. The detector takes ownership
-    of ``model`` and closes it in ``close()``.
+    ``scale_factor``, ``stage_thresholds`` and ``max_pyramid_pixels``. The
+    detector takes ownership of ``model`` and closes it in ``close()``.
 
     Raises:
         ConfigError: the model is not a face detector, its structure matches
