@@ -19,6 +19,7 @@ from edge_runtime.models.store import ModelStore
 from edge_runtime.profiles import detect_profile, load_profile
 from edge_runtime.vision.analyzer import FaceAnalyzer
 from edge_runtime.vision.image_io import VideoFrame, is_video, iter_video_frames, read_image
+from edge_runtime.commands.options import add_profile_option, add_store_option
 from edge_runtime.vision.types import FaceResult
 
 logger = logging.getLogger(__name__)
@@ -39,16 +40,8 @@ def register(subparsers) -> None:
     parser.add_argument(
         "--backend", metavar="NAME", help="run every model on this backend, e.g. onnxruntime (default: the profile's order)"
     )
-    parser.add_argument(
-        "--store",
-        type=Path,
-        metavar="DIR",
-        help="model store directory (default: $EDGE_RUNTIME_MODELS, else $STATE_DIRECTORY/models, "
-        "else $XDG_DATA_HOME/edge-runtime/models)",
-    )
-    parser.add_argument(
-        "--profile", metavar="NAME", help="device profile name or YAML path (default: detected from this machine)"
-    )
+    add_store_option(parser)
+    add_profile_option(parser)
     parser.add_argument(
         "--every", type=int, default=1, metavar="N", help="video only: analyze every N-th frame (default: 1, all frames)"
     )

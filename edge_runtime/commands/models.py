@@ -12,6 +12,7 @@ from edge_runtime.errors import ConfigError
 from edge_runtime.manifest import Manifest
 from edge_runtime.models import STARTER_MODELS, ModelPackage, ModelStore
 from edge_runtime.models.catalog import CatalogEntry, manifest_files
+from edge_runtime.commands.options import add_store_option
 from edge_runtime.models.store import install_hint
 
 
@@ -24,13 +25,7 @@ def register(subparsers) -> None:
     actions = parser.add_subparsers(dest="models_action", metavar="ACTION", required=True)
 
     store_option = argparse.ArgumentParser(add_help=False)
-    store_option.add_argument(
-        "--store",
-        type=Path,
-        metavar="DIR",
-        help="model store directory (default: $EDGE_RUNTIME_MODELS, else $STATE_DIRECTORY/models, "
-        "else $XDG_DATA_HOME/edge-runtime/models)",
-    )
+    add_store_option(store_option)
     json_option = argparse.ArgumentParser(add_help=False)
     json_option.add_argument("--json", action="store_true", help="print JSON instead of text")
     pin_options = argparse.ArgumentParser(add_help=False)

@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional
 
 from edge_runtime.capture.runner import RunSummary, open_service, plural
 from edge_runtime.capture.source import SourceKind
+from edge_runtime.commands.options import add_profile_option, add_store_option
 from edge_runtime.config import Config, LoggingConfig, apply_overrides, load_config
 
 logger = logging.getLogger(__name__)
@@ -74,16 +75,8 @@ def register(subparsers) -> None:
     )
 
     # Models.
-    parser.add_argument(
-        "--profile", metavar="NAME", help="device profile name or YAML path (default: detected from this machine)"
-    )
-    parser.add_argument(
-        "--store",
-        type=Path,
-        metavar="DIR",
-        help="model store directory (default: $EDGE_RUNTIME_MODELS, else $STATE_DIRECTORY/models, "
-        "else $XDG_DATA_HOME/edge-runtime/models)",
-    )
+    add_profile_option(parser)
+    add_store_option(parser)
 
     # MQTT.
     parser.add_argument(
