@@ -34,7 +34,7 @@ class FetchError(EdgeRuntimeError):
 class BackendUnavailableError(EdgeRuntimeError):
     """An inference backend cannot be imported on this machine.
 
-    ``install_hint`` holds the pip command that installs the missing package.
+    ``install_hint`` is the pip command that installs the missing package.
     """
 
     def __init__(self, message: str, install_hint: str | None = None) -> None:

@@ -232,8 +232,8 @@ def load_model(
             continue
         usable[backend_name] = instance.formats
 
-        for wanted in precisions:
-            variants = select_variants(manifest, instance.formats, wanted)
+        for precision_choice in precisions:
+            variants = select_variants(manifest, instance.formats, precision_choice)
             if variants is None:
                 continue
 
@@ -251,11 +251,11 @@ def load_model(
 
             files = ", ".join(f"{stage}={v.file}" if len(variants) > 1 else v.file for stage, v in variants.items())
             digests = ", ".join(h[:12] for h in hashes.values())
-            logger.info("loaded %s on %s: %s (%s), sha256 %s", manifest.name, backend_name, files, wanted, digests)
+            logger.info("loaded %s on %s: %s (%s), sha256 %s", manifest.name, backend_name, files, precision_choice, digests)
             return LoadedModel(
                 manifest=manifest,
                 backend=backend_name,
-                precision=wanted,
+                precision=precision_choice,
                 sessions=sessions,
                 files=hashes,
                 variants=variants,

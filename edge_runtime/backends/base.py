@@ -20,7 +20,7 @@ import numpy as np
 class TensorSpec:
     """Name, shape and dtype of one model input or output.
 
-    ``shape`` holds ``None`` for a dynamic dimension.
+    ``shape`` contains ``None`` for a dynamic dimension.
     """
 
     name: str

@@ -2,8 +2,8 @@
 
 Both packages expose the same ``Interpreter`` class. Quantized inputs and
 outputs are handled here: float feeds are quantized with the tensor's scale
-and zero point, and integer outputs are dequantized to float32, so the model
-code above never sees the difference between an fp32 and an int8 variant.
+and zero point, and integer outputs are dequantized to float32. The model
+code above therefore handles fp32 and int8 variants alike.
 """
 
 from __future__ import annotations

@@ -47,8 +47,8 @@ logger = logging.getLogger(__name__)
 MAX_INFLIGHT = 20
 DROP_WARNING_INTERVAL_S = 60.0
 
-# Once the reconnect delay is at its maximum, a still unreachable broker is
-# logged at most once per this many seconds.
+# Seconds between two "still unreachable" lines once the reconnect delay
+# has reached its maximum.
 UNREACHABLE_LOG_INTERVAL_S = 300.0
 
 

@@ -45,7 +45,7 @@ class AgeEstimate:
 
 @dataclass(frozen=True)
 class FaceResult:
-    """Everything the classifiers say about one detected face.
+    """Classifier results for one detected face.
 
     Distributions map canonical labels to probabilities that sum to 1.
     Fields are None when no model for that attribute is configured.
