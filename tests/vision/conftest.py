@@ -9,73 +9,42 @@ downloading the 13.7 MB wheel.
 
 from __future__ import annotations
 
-import hashlib
-import subprocess
-import sys
-import zipfile
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import pytest
 
 from edge_runtime.loader import LoadedModel, load_model
+from edge_runtime.manifest import sha256_file
 from edge_runtime.models.store import ModelStore
+from edge_runtime.samples import SAMPLES, fetch_samples
 from edge_runtime.vision.classifiers import Classifier
 from edge_runtime.vision.detectors import FaceDetector, create_detector
 from edge_runtime.vision.image_io import read_image
 from edge_runtime.vision.types import Detection
 from tests.conftest import SHARED_DATA
 
-SKIMAGE_REQUIREMENT = "scikit-image==0.26.0"
-SKIMAGE_WHEEL = "scikit_image-0.26.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl"
-SKIMAGE_WHEEL_SHA256 = "74aa5518ccea28121f57a95374581d3b979839adc25bb03f289b1bc9b99c58af"
-
-# Wheel member -> (sha256, byte-identical copy in the labelled data).
+# Sample name -> wheel member and its byte-identical copy in the labelled data.
 SKIMAGE_PHOTOS = {
-    "astronaut.png": ("88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5", "faces/astronaut.png"),
-    "coffee.png": ("cc02f8ca188b167c775a7101b5d767d1e71792cf762c33d6fa15a4599b5a8de7", "negatives/coffee.png"),
+    "astronaut.png": ("astronaut", "faces/astronaut.png"),
+    "coffee.png": ("coffee", "negatives/coffee.png"),
 }
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _download_skimage_wheel(directory: Path) -> Path:
-    """Fetch the pinned scikit-image wheel with pip (the x86_64 wheel on every host: only data members are read)."""
-    command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-        "--platform", "manylinux_2_28_x86_64", "--python-version", "3.11", "--implementation", "cp",
-        "--abi", "cp311", "--dest", str(directory), SKIMAGE_REQUIREMENT,
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    wheel = directory / SKIMAGE_WHEEL
-    if result.returncode != 0 or not wheel.is_file():
-        pytest.fail(f"pip could not download {SKIMAGE_REQUIREMENT}: {result.stderr.strip()[-2000:]}")
-    assert sha256_bytes(wheel.read_bytes()) == SKIMAGE_WHEEL_SHA256, f"{wheel} differs from the pinned sha256"
-    return wheel
 
 
 @pytest.fixture(scope="session")
 def skimage_photos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Paths of ``astronaut.png`` and ``coffee.png``, each checked against its pinned sha256."""
     photos: dict[str, Path] = {}
-    for member, (digest, shared_copy) in SKIMAGE_PHOTOS.items():
+    for member, (sample, shared_copy) in SKIMAGE_PHOTOS.items():
         candidate = SHARED_DATA / shared_copy
-        if candidate.is_file() and sha256_bytes(candidate.read_bytes()) == digest:
+        if candidate.is_file() and sha256_file(candidate) == SAMPLES[sample].sha256:
             photos[member] = candidate
 
-    missing = [member for member in SKIMAGE_PHOTOS if member not in photos]
+    missing = {member: sample for member, (sample, _) in SKIMAGE_PHOTOS.items() if member not in photos}
     if missing:
-        directory = tmp_path_factory.mktemp("skimage-data")
-        wheel = _download_skimage_wheel(directory)
-        with zipfile.ZipFile(wheel) as archive:
-            for member in missing:
-                data = archive.read(f"skimage/data/{member}")
-                assert sha256_bytes(data) == SKIMAGE_PHOTOS[member][0], f"{member} in {wheel.name} differs from its pin"
-                path = directory / member
-                path.write_bytes(data)
-                photos[member] = path
+        fetched = fetch_samples(list(missing.values()), tmp_path_factory.mktemp("skimage-data"))
+        for member, sample in missing.items():
+            photos[member] = fetched[sample]
     return photos
 
 
