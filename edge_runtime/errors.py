@@ -60,3 +60,19 @@ class ConversionError(EdgeRuntimeError):
 
 class UnpinnedFileError(IntegrityError):
     """A download has no pinned sha256 and the user neither pinned one nor accepted it unpinned."""
+
+
+class OutboxError(EdgeRuntimeError):
+    """The MQTT outbox file cannot be created, opened or read."""
+
+
+class OutboxInUseError(OutboxError):
+    """Another open outbox, in this process or another one, holds the lock of the same file and device."""
+
+
+class PublishError(EdgeRuntimeError):
+    """An MQTT message did not reach the broker: connection refused, timed out or rejected."""
+
+
+class WarmUpError(BackendError):
+    """A model loaded but its first inference on a zero input failed or returned NaN or infinity."""

@@ -16,6 +16,7 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 pytest_plugins = [
     "tests.fixtures.models",
     "tests.fixtures.mosquitto",
+    "tests.fixtures.mosquitto_tls",
 ]
 
 

@@ -5,12 +5,22 @@ Topics sit under ``<prefix>/<device_id>/``:
 - ``availability``: the plain text ``online`` or ``offline``, retained, and
   the client's last will (``offline``).
 - ``status``: retained JSON (``status.schema.json``): version, profile,
-  models, source and a configuration summary.
+  models, source with its state, and a configuration summary.
 - ``faces``: one JSON message per aggregation window (``faces.schema.json``).
 - ``stats``: periodic JSON counters and latencies (``stats.schema.json``).
 
 Every JSON payload carries ``schema_version``, ``device_id`` and ``ts``
-(ISO 8601 UTC time of the message). Payloads contain labels, statistics of
+(ISO 8601 UTC time of the message). Faces and stats messages also carry
+``seq``, the device's sequence number, which the publisher adds when it
+stores the message in its outbox (see ``with_seq``).
+
+Duplicates: the publisher delivers at least once. A message can reach a
+subscriber twice, after a reconnect or a restart of the service, always
+with the same ``seq``. A subscriber drops a message whose
+``(device_id, seq)`` it has already seen; keeping the highest ``seq`` per
+device is enough, since numbers only grow. A gap in ``seq`` means the
+messages in between were dropped on the device (outbox bound or expiry,
+counted in the stats message). Payloads contain labels, statistics of
 the classifier outputs, counters and a description of the setup. No image,
 crop, landmark or embedding is written. Every object with fixed fields sets
 ``additionalProperties: false`` in its schema, so a field added here without
@@ -25,10 +35,13 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import resources
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 from edge_runtime import __version__
 from edge_runtime.capture.aggregation import AgeSummary, Statistics, TrackSummary, WindowSummary
+
+if TYPE_CHECKING:
+    from edge_runtime.capture.source import SourceHealth
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +112,20 @@ def load_schema(name: str) -> dict[str, Any]:
     return json.loads(text)
 
 
+def with_seq(message: Mapping[str, Any], seq: int) -> dict[str, Any]:
+    """Return a copy of a faces or stats message with ``seq`` placed after ``ts``."""
+    stamped: dict[str, Any] = {}
+    for key, value in message.items():
+        if key == "seq":
+            continue
+        stamped[key] = value
+        if key == "ts":
+            stamped["seq"] = seq
+    if "seq" not in stamped:
+        stamped["seq"] = seq
+    return stamped
+
+
 def faces_message(window: WindowSummary, device_id: str, now: Optional[float] = None) -> dict[str, Any]:
     """Build the ``faces`` message of one closed window."""
     group: dict[str, Any] = {
@@ -145,6 +172,9 @@ def stats_message(
     mqtt_queue_depth: int,
     mqtt_dropped_total: int,
     mqtt_connected: bool,
+    mqtt_expired_total: int = 0,
+    mqtt_rejected_total: int = 0,
+    mqtt_pending: int = 0,
     final: bool = False,
     now: Optional[float] = None,
 ) -> dict[str, Any]:
@@ -152,7 +182,11 @@ def stats_message(
 
     ``frames_analyzed`` and ``frames_dropped`` count the last ``interval_s``
     seconds, the ``_total`` counters the whole run. ``fps`` is analyzed
-    frames per second of wall time over the interval.
+    frames per second of wall time over the interval. ``mqtt_dropped_total``
+    counts messages dropped by the outbox bounds, ``mqtt_expired_total``
+    those that expired in the outbox and ``mqtt_rejected_total`` those the
+    broker rejected. ``mqtt_pending`` is the number of faces and stats
+    messages in the outbox file that the broker has not acknowledged yet.
     """
     fps = frames_analyzed / interval_s if interval_s > 0 else 0.0
     return {
@@ -173,7 +207,13 @@ def stats_message(
             for stage, summary in latency.items()
         },
         "queue_depth": {"source": source_queue_depth, "mqtt": mqtt_queue_depth},
-        "mqtt": {"connected": mqtt_connected, "dropped_total": mqtt_dropped_total},
+        "mqtt": {
+            "connected": mqtt_connected,
+            "dropped_total": mqtt_dropped_total,
+            "expired_total": mqtt_expired_total,
+            "rejected_total": mqtt_rejected_total,
+            "pending": mqtt_pending,
+        },
     }
 
 
@@ -189,10 +229,12 @@ def status_message(
 ) -> dict[str, Any]:
     """Build the retained ``status`` message.
 
-    ``models`` maps each role to ``{name, version, backend, precision, sha256}``.
+    ``models`` maps each role to ``{name, version, backend, precision, sha256}``,
+    plus ``variant``, ``reason`` and ``skipped`` when the loader recorded its choice.
     ``source`` is ``{description, kind, width, height, fps}``, with any URL
-    credentials already removed. ``config`` is the summary that the
-    ``config`` property of ``status.schema.json`` lists.
+    credentials already removed, plus an optional ``health`` made by
+    ``source_health_fields``. ``config`` is the summary that the ``config``
+    property of ``status.schema.json`` lists.
     """
     return {
         **_envelope(device_id, now),
@@ -202,6 +244,20 @@ def status_message(
         "models": {role: dict(info) for role, info in models.items()},
         "source": dict(source),
         "config": dict(config),
+    }
+
+
+def source_health_fields(health: "SourceHealth") -> dict[str, Any]:
+    """Return the ``source.health`` object of the status message: state, times as ISO 8601, counters, last error."""
+    return {
+        "state": health.state.value,
+        "since": iso_utc(health.since),
+        "reconnects": health.reconnects,
+        "loops": health.loops,
+        "hung_readers": health.hung_readers,
+        "last_frame_at": iso_utc(health.last_frame_at) if health.last_frame_at is not None else None,
+        "last_error": health.last_error,
+        "last_error_at": iso_utc(health.last_error_at) if health.last_error_at is not None else None,
     }
 
 

@@ -16,6 +16,7 @@ from edge_runtime.capture.messages import (
     iso_utc,
     stats_message,
     status_message,
+    with_seq,
 )
 from edge_runtime.vision.types import AgeEstimate, Detection, FaceResult
 
@@ -56,7 +57,8 @@ def all_numbers(value):
 
 
 def test_faces_message_validates(validators) -> None:
-    message = faces_message(window_with_features(), "pi-kitchen", now=1_700_000_010.0)
+    # The publisher adds seq when it stores the message in its outbox.
+    message = with_seq(faces_message(window_with_features(), "pi-kitchen", now=1_700_000_010.0), 1_700_000_010_000)
 
     errors = list(validators["faces"].iter_errors(message))
 
@@ -64,6 +66,30 @@ def test_faces_message_validates(validators) -> None:
     assert message["schema_version"] == 1
     assert message["device_id"] == "pi-kitchen"
     assert message["ts"] == "2023-11-14T22:13:30.000Z"
+    assert list(message)[:4] == ["schema_version", "device_id", "ts", "seq"]
+
+
+@pytest.mark.parametrize("schema", ["faces", "stats"])
+def test_schema_requires_seq(validators, schema) -> None:
+    if schema == "faces":
+        message = faces_message(window_with_features(), "pi-kitchen")
+    else:
+        message = stats_message(
+            "pi-kitchen", interval_s=1.0, uptime_s=1.0, frames_analyzed=1, frames_analyzed_total=1,
+            frames_read_total=1, frames_dropped=0, frames_dropped_total=0, latency={}, source_queue_depth=0,
+            mqtt_queue_depth=0, mqtt_dropped_total=0, mqtt_connected=True,
+        )
+
+    errors = [error.message for error in validators[schema].iter_errors(message)]
+
+    assert errors == ["'seq' is a required property"]
+
+
+def test_with_seq_replaces_existing_seq() -> None:
+    stamped = with_seq({"schema_version": 1, "ts": "t", "seq": 3, "n": 0}, 4)
+
+    assert stamped == {"schema_version": 1, "ts": "t", "seq": 4, "n": 0}
+    assert list(stamped) == ["schema_version", "ts", "seq", "n"]
 
 
 def test_faces_message_never_contains_features() -> None:
@@ -114,11 +140,15 @@ def test_stats_message_validates(validators) -> None:
         latency={"detect": LatencySummary(12.3456, 20.0, 120), "emotion": LatencySummary(2.0, 3.1, 118)},
         source_queue_depth=1,
         mqtt_queue_depth=0,
-        mqtt_dropped_total=0,
+        mqtt_dropped_total=2,
+        mqtt_expired_total=1,
+        mqtt_pending=4,
         mqtt_connected=True,
     )
+    message = with_seq(message, 7)
 
     assert list(validators["stats"].iter_errors(message)) == []
+    assert message["mqtt"] == {"connected": True, "dropped_total": 2, "expired_total": 1, "rejected_total": 0, "pending": 4}
     assert message["fps"] == 12.0
     assert message["latency_ms"]["detect"] == {"mean": 12.3456, "p95": 20.0, "count": 120}
 
@@ -141,6 +171,7 @@ def test_status_message_validates(validators) -> None:
             "realtime": False,
             "qos": 1,
             "broker": "mqtt://127.0.0.1:1883",
+            "outbox": {"max_messages": 100_000, "max_bytes": 64 * 1024 * 1024, "message_expiry_s": None},
             "tracking": {"min_iou": 0.3, "max_missed": 10},
         },
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -13,6 +14,8 @@ import pytest
 
 from edge_runtime.capture.runner import RunSummary
 from edge_runtime.capture.source import SourceKind
+from edge_runtime.capture.outbox import Outbox
+from edge_runtime.cli import EXIT_CONFIG, EXIT_ERROR, EXIT_MODEL
 from edge_runtime.commands.run import lost_messages_fail_run
 
 from tests.capture.conftest import ASTRONAUT_FRAMES, ends_offline, validate_payload
@@ -127,7 +130,7 @@ def test_run_without_models_explains_pull(tmp_path, astronaut_video) -> None:
         timeout=RUN_TIMEOUT_S,
     )
 
-    assert completed.returncode == 1
+    assert completed.returncode == EXIT_MODEL
     assert "edge-runtime models pull --starter" in completed.stderr
     assert "Traceback" not in completed.stderr
 
@@ -138,7 +141,7 @@ def test_run_with_invalid_config_names_key(tmp_path) -> None:
 
     completed = subprocess.run(command("--config", str(config)), cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
 
-    assert completed.returncode == 1
+    assert completed.returncode == EXIT_CONFIG
     assert f"{config}:3: window: unknown key" in completed.stderr
 
 
@@ -166,10 +169,44 @@ def test_run_help_lists_flags() -> None:
         assert flag in completed.stdout
 
 
-def test_run_without_broker_exits_3(tmp_path, model_store, astronaut_video, mosquitto_factory) -> None:
-    stopped = mosquitto_factory()
+def test_run_without_broker_keeps_outbox_for_next_start(
+    tmp_path, model_store, astronaut_video, mosquitto_factory, subscribe
+) -> None:
+    broker = mosquitto_factory()
     config = tmp_path / "config.yaml"
     config.write_text("mqtt:\n  flush_timeout_s: 0.5\n", encoding="utf-8")
+    arguments = ("--config", str(config), "--source", str(astronaut_video), "--store", str(model_store.root),
+                 "--broker", broker.url, "--device-id", "pending-test", "--max-frames", "3")
+
+    offline = subprocess.run(command(*arguments), cwd=REPO_ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+
+    assert offline.returncode == 0, offline.stderr[-3000:]
+    assert "window 0 queued" in offline.stderr
+    assert "1 window: 0 delivered, 1 not delivered" in offline.stderr
+    assert "MQTT: 0 messages lost, 2 kept in the outbox" in offline.stderr
+    assert f"2 MQTT messages wait in the outbox for broker {broker.url}" in offline.stderr
+    assert "ERROR edge_runtime.capture.mqtt.paho" not in offline.stderr
+    assert "Traceback" not in offline.stderr
+
+    broker.start()
+    subscriber = subscribe(broker, "edge-runtime/pending-test/#")
+    online = subprocess.run(command(*arguments), cwd=REPO_ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+
+    assert online.returncode == 0, online.stderr[-3000:]
+    assert "2 messages waiting" in online.stderr
+    assert subscriber.wait_for(ends_offline)
+    sent = [(received.leaf, received.json()) for received in subscriber.messages if received.leaf in ("faces", "stats")]
+    # The first run's window and final stats arrive first, then the second run's, with consecutive seq.
+    assert [leaf for leaf, _ in sent] == ["faces", "stats", "faces", "stats"]
+    seqs = [document["seq"] for _, document in sent]
+    assert seqs == list(range(seqs[0], seqs[0] + 4))
+    assert all(document["final"] for leaf, document in sent if leaf == "stats")
+
+
+def test_run_exits_3_when_outbox_bound_drops(tmp_path, model_store, astronaut_video, mosquitto_factory) -> None:
+    stopped = mosquitto_factory()
+    config = tmp_path / "config.yaml"
+    config.write_text("mqtt:\n  flush_timeout_s: 0.5\n  outbox_max_messages: 1\n", encoding="utf-8")
 
     completed = subprocess.run(
         command("--config", str(config), "--source", str(astronaut_video), "--store", str(model_store.root),
@@ -182,11 +219,11 @@ def test_run_without_broker_exits_3(tmp_path, model_store, astronaut_video, mosq
 
     assert completed.returncode == 3, completed.stderr[-3000:]
     last_line = completed.stderr.strip().splitlines()[-1]
-    assert last_line.startswith("edge-runtime: error: 5 MQTT messages were not delivered")
+    assert last_line.startswith("edge-runtime: error: 1 MQTT message was lost")
     assert stopped.url in last_line
-    assert "window 0 queued" in completed.stderr
-    assert "1 window: 0 delivered, 1 lost" in completed.stderr
-    assert "ERROR edge_runtime.capture.mqtt.paho" not in completed.stderr
+    assert "mqtt.outbox_max_messages" in last_line
+    assert "is full (mqtt.outbox_max_messages=1," in completed.stderr
+    assert "MQTT: 1 message lost, 1 kept in the outbox" in completed.stderr
     assert "Traceback" not in completed.stderr
 
 
@@ -209,10 +246,40 @@ def test_missing_source_reported_before_models(tmp_path) -> None:
 def test_invalid_device_id_names_value_and_characters() -> None:
     completed = subprocess.run(command("--device-id", "pi/7"), cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
 
-    assert completed.returncode == 1
+    assert completed.returncode == EXIT_CONFIG
     assert "device id 'pi/7' is invalid" in completed.stderr
     assert "letters, digits, '_', '.' or '-'" in completed.stderr
     assert "pattern" not in completed.stderr
+
+
+def test_second_run_on_same_outbox_exits_1(tmp_path, astronaut_video) -> None:
+    outbox_path = tmp_path / "outbox.sqlite"
+    config = tmp_path / "config.yaml"
+    config.write_text(f"mqtt:\n  outbox_path: {outbox_path}\n  device_id: twin\n", encoding="utf-8")
+    # This test process plays the first service: it has the outbox of device "twin" open.
+    first = Outbox(outbox_path, "twin", max_messages=10, max_bytes=1 << 20)
+
+    try:
+        completed = subprocess.run(
+            command("--config", str(config), "--source", str(astronaut_video), "--store", str(tmp_path / "empty"),
+                    "--broker", "mqtt://127.0.0.1:9"),
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT_S,
+        )
+    finally:
+        first.close()
+
+    # Not 78: systemd restarts the service, and the restart succeeds once the other process has stopped.
+    assert completed.returncode == EXIT_ERROR
+    last_line = completed.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(f"edge-runtime: error: outbox {outbox_path} is in use for device twin")
+    assert f"by process {os.getpid()}" in last_line
+    assert "mqtt.outbox_path" in last_line
+    assert "Traceback" not in completed.stderr
+    # The outbox is checked before the models load, so the empty store is never reached.
+    assert "models pull" not in completed.stderr
 
 
 def test_run_help_lists_exit_statuses() -> None:
@@ -220,7 +287,7 @@ def test_run_help_lists_exit_statuses() -> None:
 
     assert completed.returncode == 0
     assert "exit status:" in completed.stdout
-    for status in ("0", "1", "2", "3", "130"):
+    for status in ("0", "1", "2", "3", "65", "78", "130"):
         assert re.search(rf"^  {status} +\S", completed.stdout, re.MULTILINE), status
 
 
