@@ -1,4 +1,4 @@
-"""Frame sources on real video files: timestamps, skipping, pacing with drops, reconnects, errors."""
+"""Frame sources on real video files: timestamps, skipping, pacing with drops, looping, reconnects, states, errors."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import time
 import cv2
 import pytest
 
-from edge_runtime.capture.source import FrameSource, SourceKind, classify_spec, describe_spec
-from edge_runtime.errors import SourceError
+from edge_runtime.capture.source import FrameSource, SourceKind, SourceState, classify_spec, describe_spec
+from edge_runtime.errors import ConfigError, SourceError
 
 from tests.capture.conftest import ASTRONAUT_FPS, ASTRONAUT_FRAMES
 
@@ -191,3 +191,81 @@ def test_check_rejects_absent_camera() -> None:
 
     with pytest.raises(SourceError, match=f"{node} not found"):
         FrameSource(node.removeprefix("/dev/video")).check()
+
+
+def test_looping_file_keeps_timestamps_growing(astronaut_video) -> None:
+    expected_count = 2 * ASTRONAUT_FRAMES + 10
+    with FrameSource(str(astronaut_video), loop=True) as source:
+        frames = []
+        for frame in source:
+            frames.append(frame)
+            if len(frames) == expected_count:
+                break
+        health = source.health
+
+    media = [frame.media_s for frame in frames]
+    gaps = [later - earlier for earlier, later in zip(media, media[1:])]
+    assert [frame.index for frame in frames] == list(range(expected_count))
+    assert health.loops == 2
+    assert health.state is SourceState.STREAMING
+    # Every step, the two across the loop ends included, is one frame interval.
+    assert all(gap == pytest.approx(1 / ASTRONAUT_FPS, abs=1e-3) for gap in gaps), gaps
+    assert media[-1] == pytest.approx((expected_count - 1) / ASTRONAUT_FPS, abs=1e-3)
+    assert not any(frame.image is frames[0].image for frame in frames[1:])
+
+
+def test_looping_file_with_every_n(astronaut_video) -> None:
+    with FrameSource(str(astronaut_video), loop=True, every_n=5) as source:
+        frames = []
+        for frame in source:
+            frames.append(frame)
+            if len(frames) == 25:
+                break
+
+    media = [frame.media_s for frame in frames]
+    assert source.health.loops >= 2
+    assert all(later > earlier for earlier, later in zip(media, media[1:]))
+    assert [frame.index for frame in frames] == list(range(0, 125, 5))
+    assert media[-1] == pytest.approx(120 / ASTRONAUT_FPS, abs=1e-3)
+
+
+def test_loop_is_rejected_for_live_sources() -> None:
+    with pytest.raises(ConfigError, match="only a video file can loop"):
+        FrameSource("rtsp://127.0.0.1:8554/cam", loop=True)
+
+
+def test_file_states_streaming_then_ended(astronaut_video) -> None:
+    reported = []
+    with FrameSource(str(astronaut_video)) as source:
+        source.add_state_listener(lambda health: reported.append(health.state))
+        assert source.state is SourceState.STREAMING
+        count = sum(1 for _ in source)
+        ended = source.health
+
+    assert count == ASTRONAUT_FRAMES
+    assert ended.state is SourceState.ENDED
+    assert ended.last_frame_at is not None
+    assert ended.since >= ended.last_frame_at
+    assert reported == [SourceState.ENDED]
+
+
+def test_failed_open_sets_failed_state(tmp_path) -> None:
+    source = FrameSource(str(tmp_path / "absent.mp4"))
+
+    with pytest.raises(SourceError):
+        source.open()
+
+    assert source.health.state is SourceState.FAILED
+    assert "not found" in (source.health.last_error or "")
+
+
+def test_listener_errors_do_not_stop_the_source(astronaut_video, caplog) -> None:
+    def broken(health) -> None:
+        raise RuntimeError("listener bug")
+
+    with FrameSource(str(astronaut_video)) as source:
+        source.add_state_listener(broken)
+        count = sum(1 for _ in source)
+
+    assert count == ASTRONAUT_FRAMES
+    assert "state listener" in caplog.text
