@@ -16,9 +16,20 @@ from typing import Annotated, Any, Literal, Mapping, Optional, Union
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from edge_runtime.errors import ConfigError
+from edge_runtime.substitution import load_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +71,21 @@ class SourceConfig(_Strict):
     every_n: int = Field(1, ge=1, description="Analyze every N-th frame of the source and skip the others")
     reconnect_min_s: float = Field(0.5, gt=0, description="First wait in seconds before reopening a lost live source")
     reconnect_max_s: float = Field(30.0, gt=0, description="Maximum wait in seconds between reopen attempts")
+    stall_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description=(
+            "Live sources: seconds without a frame after which the source counts as stalled and is "
+            "reopened, also while a read is still blocked"
+        ),
+    )
+    loop: bool = Field(
+        False,
+        description=(
+            "Video files only: restart at frame 0 when the file ends, with timestamps that keep "
+            "growing, so the service runs until stopped"
+        ),
+    )
 
     @field_validator("spec")
     @classmethod
@@ -194,22 +220,79 @@ class MqttConfig(_Strict):
         3600, ge=0, description="Seconds the broker keeps the session after a connection drop, so QoS 1 state survives"
     )
     username: Optional[str] = Field(None, description="User name for the broker")
+    password: Optional[SecretStr] = Field(
+        None,
+        description=(
+            "Broker password in plain text; accepted with a warning. Prefer password_file, e.g. "
+            "password_file: ${credential:mqtt-password}"
+        ),
+    )
     password_file: Optional[Path] = Field(
-        None, description="File holding the broker password (one line); keeps the secret out of this file"
+        None,
+        description=(
+            "File holding the broker password (one line); keeps the secret out of this file. "
+            "${credential:mqtt-password} names the systemd credential of that id"
+        ),
     )
     tls: TlsConfig = Field(default_factory=TlsConfig)
-    queue_max: int = Field(
-        1000, ge=1, description="Messages kept in memory while the broker is unreachable; the oldest are dropped first"
+    outbox_path: Optional[Path] = Field(
+        None,
+        description=(
+            "SQLite file that keeps faces and stats messages until the broker acknowledges them, across "
+            "restarts; None uses $STATE_DIRECTORY/outbox.sqlite, else "
+            "$XDG_STATE_HOME/edge-runtime/outbox.sqlite (~/.local/state)"
+        ),
+    )
+    outbox_max_messages: int = Field(
+        100_000, ge=1, description="Maximum messages in the outbox; the oldest unsent are dropped first"
+    )
+    outbox_max_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Maximum payload bytes in the outbox; the oldest unsent messages are dropped first",
+    )
+    message_expiry_s: Optional[int] = Field(
+        604_800,
+        ge=1,
+        le=2**32 - 1,
+        description=(
+            "MQTT message expiry interval of faces and stats messages in seconds, also the longest time a "
+            "message waits in the outbox; a replayed message carries the time it has left. None never expires"
+        ),
     )
     reconnect_min_s: float = Field(1.0, gt=0, description="First reconnect delay in seconds")
     reconnect_max_s: float = Field(60.0, gt=0, description="Maximum reconnect delay in seconds")
     flush_timeout_s: float = Field(5.0, ge=0, description="Maximum seconds a shutdown waits for queued messages")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rename_queue_max(cls, data: Any) -> Any:
+        """Accept the old key ``queue_max`` as ``outbox_max_messages``."""
+        if not isinstance(data, Mapping) or "queue_max" not in data:
+            return data
+        if "outbox_max_messages" in data:
+            raise ValueError("queue_max is the old name of outbox_max_messages; remove queue_max")
+        logger.warning(
+            "mqtt.queue_max is deprecated because the outbox is now a file; rename it to mqtt.outbox_max_messages"
+        )
+        data = dict(data)
+        data["outbox_max_messages"] = data.pop("queue_max")
+        return data
 
     @field_validator("broker")
     @classmethod
     def _check_broker(cls, value: str) -> str:
         parse_broker_url(value)
         return value
+
+    @model_validator(mode="after")
+    def _check_password_source(self) -> "MqttConfig":
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("mqtt.password and mqtt.password_file are both set; keep only password_file")
+        if self.username is None and (self.password is not None or self.password_file is not None):
+            # paho-mqtt sends a password only together with a user name.
+            raise ValueError("mqtt.username is missing, but a password is set; set mqtt.username as well")
+        return self
 
     @field_validator("prefix")
     @classmethod
@@ -260,6 +343,14 @@ class Config(_Strict):
     stats_interval_s: float = Field(10.0, gt=0, description="Seconds of wall time between two stats messages")
     min_track_frames: int = Field(
         1, ge=1, description="Frames a track needs within a window to be listed in the faces message"
+    )
+    detection_interval: Optional[int] = Field(
+        None,
+        ge=1,
+        description=(
+            "Run the full face detector on every N-th analyzed frame and track the faces in between "
+            "(MTCNN: O-Net alone); None takes the device profile's detection_interval, else 1"
+        ),
     )
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
@@ -313,11 +404,21 @@ def parse_config(data: Any, source_name: str = "<config>", text: Optional[str] =
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
 
 
-def load_config(path: Union[str, Path]) -> Config:
-    """Read and validate a YAML configuration file.
+def load_config(
+    path: Union[str, Path],
+    *,
+    environ: Optional[Mapping[str, str]] = None,
+    credentials_directory: Union[str, Path, None] = None,
+) -> Config:
+    """Read a YAML configuration file, substitute its ``${...}`` expressions and validate it.
 
-    Raises ConfigError when the file is missing, is not valid YAML or has an
-    invalid or unknown key. The message names the file, the line and the key.
+    ``environ`` (default ``os.environ``) and ``credentials_directory``
+    (default ``$CREDENTIALS_DIRECTORY``) feed the substitution described in
+    ``edge_runtime.substitution``. Raises ConfigError when the file is
+    missing, is not valid YAML, names an unset variable or a missing
+    credential, or has an invalid or unknown key. The message names the
+    file, the line and the key. A plain-text ``mqtt.password`` is accepted
+    with a warning that never contains the password.
     """
     path = Path(path)
     try:
@@ -328,14 +429,23 @@ def load_config(path: Union[str, Path]) -> Config:
         raise ConfigError(f"config file {path} cannot be read: {exc}") from None
 
     try:
-        data = yaml.safe_load(text)
+        document = load_yaml(text, str(path), environ=environ, credentials_directory=credentials_directory)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{where}: invalid YAML: {problem}") from None
 
-    config = parse_config(data, str(path), text)
+    config = parse_config(document.data, str(path), text)
+    if config.mqtt.password is not None and "mqtt.password" not in document.substituted_keys:
+        line = _line_of(_compose(text), ["mqtt", "password"])
+        logger.warning(
+            "%s:%s: mqtt.password contains the broker password in plain text; move it into "
+            "/etc/edge-runtime/credentials/mqtt-password and set password_file: ${credential:mqtt-password}, "
+            "or point password_file at a file readable only by the service",
+            path,
+            line if line is not None else "?",
+        )
     logger.debug("loaded config %s", path)
     return config
 

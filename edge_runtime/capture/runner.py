@@ -3,7 +3,8 @@
 ``Runner`` drives one source through a face analyzer, an IoU tracker and a
 window aggregator, and publishes through an ``MqttPublisher``: one
 ``faces`` message per window, ``stats`` every ``stats_interval_s`` seconds
-of wall time, and a retained ``status`` at start. When the source ends or
+of wall time, and a retained ``status`` at start and after every change
+of the source's state (see ``SourceState``). When the source ends or
 ``stop()`` is called, the runner publishes the last, partial window and a
 final stats message, then closes the publisher, which sends ``offline``
 and flushes for a bounded time.
@@ -24,14 +25,21 @@ from typing import Any, Mapping, Optional, Protocol, Sequence
 import numpy as np
 
 from edge_runtime.capture.aggregation import WindowAggregator, WindowSummary
-from edge_runtime.capture.messages import LatencySummary, faces_message, stats_message, status_message
+from edge_runtime.capture.messages import (
+    LatencySummary,
+    faces_message,
+    source_health_fields,
+    stats_message,
+    status_message,
+)
 from edge_runtime.capture.mqtt import MqttPublisher
-from edge_runtime.capture.source import FrameSource, SourceKind
+from edge_runtime.capture.source import FrameSource, SourceHealth, SourceKind, SourceState
 from edge_runtime.capture.tracking import IouTracker
 from edge_runtime.config import Config
 from edge_runtime.errors import EdgeRuntimeError, ModelNotFoundError
 from edge_runtime.models.store import ModelStore
-from edge_runtime.profiles import detect_profile, load_profile
+from edge_runtime.profiles import DeviceProfile, resolve_profile
+from edge_runtime.service.hooks import NullHooks, RunHooks
 from edge_runtime.vision.analyzer import FaceAnalyzer
 from edge_runtime.vision.types import FaceResult
 
@@ -112,8 +120,11 @@ class RunSummary:
     per second of that time. ``flush_s`` is the time ``close()`` of the
     publisher took. ``windows_published`` counts the faces messages handed
     to the publisher and ``windows_delivered`` those that reached the
-    broker. ``messages_lost`` counts every message, of any topic, that
-    never reached it. ``stopped`` is True when ``Runner.stop()`` ended the run.
+    broker. ``messages_lost`` counts the messages that never will: dropped
+    by an outbox bound, expired or rejected by the broker.
+    ``messages_pending`` counts those still in the outbox file at the end;
+    they are not lost, because the next start sends them. ``stopped`` is
+    True when ``Runner.stop()`` ended the run.
     """
 
     reason: str
@@ -127,6 +138,7 @@ class RunSummary:
     delivered: bool = True
     windows_delivered: int = 0
     messages_lost: int = 0
+    messages_pending: int = 0
     flush_s: float = 0.0
     stopped: bool = False
 
@@ -142,15 +154,24 @@ class Runner:
         publisher: MqttPublisher,
         *,
         profile_name: Optional[str] = None,
+        hooks: Optional[RunHooks] = None,
+        latency_budget_ms: Optional[Mapping[str, float]] = None,
     ) -> None:
         self.config = config
+        # Mean milliseconds per stage from the device profile; a stats interval above it logs a WARNING.
+        self.latency_budget_ms = dict(latency_budget_ms or {})
         self.analyzer = analyzer
         self.source = source
         self.publisher = publisher
         self.profile_name = profile_name
+        # Progress callbacks for a supervisor such as systemd (see edge_runtime.service.hooks).
+        self.hooks: RunHooks = hooks or NullHooks()
         self.latency = LatencyRecorder()
         self._stop_reason: Optional[str] = None
         self._stop_lock = threading.Lock()
+        # Status messages are built and queued under this lock, so the last one queued is the newest.
+        self._status_lock = threading.Lock()
+        self._started_wall = time.time()
 
     def stop(self, reason: str = "stop requested") -> None:
         """End the run after the current frame; safe from a signal handler or another thread."""
@@ -170,7 +191,11 @@ class Runner:
         device_id = self.publisher.device_id
 
         self.publisher.start()
-        self.publisher.publish_json(self.publisher.topics.status, self._status(started_wall), retain=True)
+        self._started_wall = started_wall
+        # Every source state change (streaming, stalled, reconnecting) replaces the retained status.
+        self.source.add_state_listener(self._on_source_state)
+        self._publish_status()
+        self.hooks.started()
 
         tracker = IouTracker(self.config.tracking.min_iou, self.config.tracking.max_missed)
         frame_interval = self.source.nominal_interval_s if self.source.kind is SourceKind.FILE else None
@@ -186,7 +211,7 @@ class Runner:
 
         try:
             read_start = time.perf_counter()
-            for frame in self.source:
+            for frame in self.hooks.frames(self.source):
                 frame_start = time.perf_counter()
                 # Waiting for the source: decoding for files, the wait for the next frame for live sources.
                 self.latency.add("read", (frame_start - read_start) * 1000.0)
@@ -201,6 +226,7 @@ class Runner:
                     read_start = time.perf_counter()
                     continue
                 failures = 0
+                self.hooks.analyzed(len(faces))
 
                 for stage, milliseconds in self.analyzer.last_timings_ms.items():
                     self.latency.add(stage, milliseconds)
@@ -239,7 +265,9 @@ class Runner:
                     dropped_at_interval_start = dropped_total
                 read_start = time.perf_counter()
         finally:
+            self.source.remove_state_listener(self._on_source_state)
             stopped = self._stop_reason is not None
+            self.hooks.stopping(self._stop_reason or reason)
             if stopped:
                 reason = self._stop_reason
 
@@ -280,13 +308,14 @@ class Runner:
             delivered=delivered,
             windows_delivered=windows_delivered,
             messages_lost=self.publisher.lost_total,
+            messages_pending=self.publisher.pending_total,
             flush_s=flush_s,
             stopped=stopped,
         )
         logger.log(
             logging.INFO if summary.messages_lost == 0 else logging.WARNING,
-            "run ended (%s): %s analyzed in %.1f s (%.1f fps), %d dropped; %s: %d delivered, %d lost; "
-            "MQTT flush %.1f s",
+            "run ended (%s): %s analyzed in %.1f s (%.1f fps), %d dropped; %s: %d delivered, %d not delivered; "
+            "MQTT: %s lost, %d kept in the outbox for the next start; MQTT flush %.1f s",
             reason,
             plural(frames, "frame"),
             wall_s,
@@ -295,6 +324,8 @@ class Runner:
             plural(windows, "window"),
             windows_delivered,
             windows - windows_delivered,
+            plural(summary.messages_lost, "message"),
+            summary.messages_pending,
             flush_s,
         )
         return summary
@@ -336,15 +367,40 @@ class Runner:
             frames_read_total=source_stats.frames_read,
             frames_dropped=dropped,
             frames_dropped_total=source_stats.frames_dropped,
-            latency=self.latency.take_interval(),
+            latency=self._take_interval_latency(),
             source_queue_depth=source_stats.queue_depth,
             mqtt_queue_depth=self.publisher.queue_depth,
             mqtt_dropped_total=self.publisher.dropped_total,
+            mqtt_expired_total=self.publisher.expired_total,
+            mqtt_rejected_total=self.publisher.rejected_total,
+            mqtt_pending=self.publisher.pending_total,
             mqtt_connected=self.publisher.connected,
             final=final,
         )
         self.publisher.publish_json(self.publisher.topics.stats, message)
         logger.debug("stats published: %.1f fps over %.1f s", message["fps"], interval_s)
+
+    def _take_interval_latency(self) -> dict[str, LatencySummary]:
+        """Take the interval's latency summary and log a WARNING for each stage whose mean exceeds its budget."""
+        summary = self.latency.take_interval()
+        for stage, budget_ms in self.latency_budget_ms.items():
+            if stage in summary and summary[stage].mean_ms > budget_ms:
+                logger.warning(
+                    "stage %s took %.1f ms on average over the last %d frames, above the profile's budget of %.0f ms",
+                    stage, summary[stage].mean_ms, summary[stage].count, budget_ms,
+                )
+        return summary
+
+    def _publish_status(self) -> None:
+        with self._status_lock:
+            self.publisher.publish_json(self.publisher.topics.status, self._status(self._started_wall), retain=True)
+
+    def _on_source_state(self, health: SourceHealth) -> None:
+        """Republish the retained status; ``ended`` is left out because ``offline`` follows it."""
+        if health.state is SourceState.ENDED:
+            return
+        self._publish_status()
+        logger.info("status republished: source %s", health.state.value)
 
     def _status(self, started_wall: float) -> dict[str, Any]:
         config = self.config
@@ -352,13 +408,14 @@ class Runner:
             self.publisher.device_id,
             started=started_wall,
             profile=self.profile_name,
-            models=self.analyzer.models,
+            models=models_with_selection(self.analyzer),
             source={
                 "description": self.source.description,
                 "kind": self.source.kind.value,
                 "width": self.source.width,
                 "height": self.source.height,
                 "fps": round(self.source.fps, 3) if self.source.fps else None,
+                "health": source_health_fields(self.source.health),
             },
             config={
                 "window_s": config.window_s,
@@ -366,8 +423,15 @@ class Runner:
                 "min_track_frames": config.min_track_frames,
                 "every_n": config.source.every_n,
                 "realtime": config.source.realtime,
+                "loop": config.source.loop,
+                "stall_timeout_s": config.source.stall_timeout_s,
                 "qos": config.mqtt.qos,
                 "broker": config.mqtt.broker,
+                "outbox": {
+                    "max_messages": config.mqtt.outbox_max_messages,
+                    "max_bytes": config.mqtt.outbox_max_bytes,
+                    "message_expiry_s": config.mqtt.message_expiry_s,
+                },
                 "tracking": {"min_iou": config.tracking.min_iou, "max_missed": config.tracking.max_missed},
             },
         )
@@ -387,14 +451,31 @@ class Service:
         self.analyzer.close()
 
 
-def open_analyzer(config: Config) -> tuple[Analyzer, Optional[str]]:
-    """Load the device profile and the models of every role; return the analyzer and the profile name.
+def models_with_selection(analyzer: Analyzer) -> dict[str, dict[str, Any]]:
+    """Return ``analyzer.models`` with the backend choice of each role (variant, reason, skipped) merged in."""
+    selections = getattr(analyzer, "selections", {})
+    return {role: {**info, **selections.get(role, {})} for role, info in analyzer.models.items()}
+
+
+def detection_interval(config: Config, profile: Optional[DeviceProfile]) -> int:
+    """Return the frames per full face detection: the config's value, else the profile's, else 1."""
+    if config.detection_interval is not None:
+        return config.detection_interval
+    return getattr(profile, "detection_interval", None) or 1
+
+
+def open_analyzer(config: Config, profile: Optional[DeviceProfile] = None) -> tuple[Analyzer, Optional[str]]:
+    """Load the device profile (unless ``profile`` is given) and the models of every role.
+
+    Returns the analyzer and the profile name.
 
     Raises ModelNotFoundError with the command that installs the starter
     models when a model is missing, ConfigError for an invalid choice, and
     the loader's errors for files that fail their checks.
     """
-    profile = load_profile(config.profile) if config.profile else detect_profile()
+    # --profile or the config beats the override file's base, which beats detection; see edge_runtime.profiles.
+    if profile is None:
+        profile = resolve_profile(config.profile).profile
     store = ModelStore(config.store)
     try:
         analyzer = FaceAnalyzer.from_store(
@@ -404,6 +485,7 @@ def open_analyzer(config: Config) -> tuple[Analyzer, Optional[str]]:
             backend=config.models.backend,
             backends=config.models.role_backends(),
             precision=config.models.precision,
+            detection_interval=detection_interval(config, profile),
         )
     except ModelNotFoundError as exc:
         store_flag = f" --store {config.store}" if config.store else ""
@@ -428,9 +510,11 @@ def open_service(config: Config) -> Service:
 
     The source is checked before the models load, so a missing file fails
     at once (see ``FrameSource.check``), and opened after them, so a live
-    source starts reading only when the runner is ready. Raises
-    SourceError, ModelNotFoundError or ConfigError with the value at fault
-    and the fix.
+    source starts reading only when the runner is ready. The publisher is
+    built before the models load too, so an outbox in use by another
+    process fails at once, before this process opens the camera. Raises
+    SourceError, ModelNotFoundError, ConfigError or OutboxError with the
+    value at fault and the fix.
     """
     source = FrameSource(
         config.source.spec,
@@ -438,17 +522,29 @@ def open_service(config: Config) -> Service:
         every_n=config.source.every_n,
         reconnect_min_s=config.source.reconnect_min_s,
         reconnect_max_s=config.source.reconnect_max_s,
+        stall_timeout_s=config.source.stall_timeout_s,
+        loop=config.source.loop,
     )
     source.check()
 
-    analyzer, profile_name = open_analyzer(config)
+    # Takes the outbox lock; start() connects later.
+    publisher = MqttPublisher(config.mqtt)
+    try:
+        profile = resolve_profile(config.profile).profile
+        analyzer, profile_name = open_analyzer(config, profile)
+    except BaseException:
+        publisher.close()
+        raise
+
     try:
         source.open()
-        publisher = MqttPublisher(config.mqtt)
     except BaseException:
         source.close()
         analyzer.close()
+        publisher.close()
         raise
 
-    runner = Runner(config, analyzer, source, publisher, profile_name=profile_name)
+    runner = Runner(
+        config, analyzer, source, publisher, profile_name=profile_name, latency_budget_ms=profile.latency_budget_ms
+    )
     return Service(runner=runner, analyzer=analyzer, source=source, publisher=publisher)

@@ -4,7 +4,11 @@ It reads frames from a camera, file, stream or GStreamer pipeline, analyzes
 the faces, and publishes per-window aggregates, stats and status over MQTT.
 A file source returns when the file ends, after the last window, the final
 stats and ``offline`` are published. SIGTERM and SIGINT stop it the same
-way; a second SIGINT interrupts the flush. ``EXIT_STATUS_HELP`` lists the
+way, and a process still shutting down ``SHUTDOWN_TIMEOUT_S`` after the
+signal exits 1; a second SIGINT interrupts the flush. Under systemd
+(``$NOTIFY_SOCKET`` set) it reports readiness after the analyzer warm-up,
+pings the watchdog from the capture loop and keeps a status line
+(``edge_runtime.service.supervision``). ``EXIT_STATUS_HELP`` lists the
 exit statuses.
 """
 
@@ -22,20 +26,32 @@ from edge_runtime.capture.runner import RunSummary, open_service, plural
 from edge_runtime.capture.source import SourceKind
 from edge_runtime.commands.options import add_profile_option, add_store_option
 from edge_runtime.config import Config, LoggingConfig, apply_overrides, load_config
+from edge_runtime.service.journal import error_text
+from edge_runtime.service.notify import SystemdNotifier
+from edge_runtime.service.shutdown import SHUTDOWN_TIMEOUT_S, ShutdownDeadline
+from edge_runtime.service.supervision import SystemdHooks
+from edge_runtime.service.warmup import warm_up
 
 logger = logging.getLogger(__name__)
 
 EXIT_MESSAGES_LOST = 3
 
-EXIT_STATUS_HELP = """\
+EXIT_STATUS_HELP = f"""\
 exit status:
-  0    the run ended and every MQTT message reached the broker
-  1    an error stopped the run, e.g. an invalid config, a missing model or
-       source, or repeated analysis failures; the message is on stderr
+  0    the run ended and no MQTT message was lost; messages that could not
+       reach the broker wait in the outbox file and are sent on the next start
+  1    an error stopped the run, e.g. a missing source, repeated analysis
+       failures or an outbox file that another process uses for the same
+       device id, or the shutdown after a stop signal took longer than
+       {SHUTDOWN_TIMEOUT_S:.0f} s; the message is on stderr
   2    invalid command-line arguments
-  3    MQTT messages were lost, e.g. because the broker was unreachable
-       when the run ended or the outbox overflowed; a camera, stream or
-       pipeline stopped by SIGTERM or SIGINT exits 0 and only logs the loss
+  3    MQTT messages were lost: the outbox reached mqtt.outbox_max_messages
+       or mqtt.outbox_max_bytes, messages expired (mqtt.message_expiry_s) or
+       the broker rejected them; a camera, stream or pipeline stopped by
+       SIGTERM or SIGINT exits 0 and only logs the loss
+  65   a model is missing from the store, or its manifest or file
+       checksums are invalid
+  78   the configuration (file or flags) is invalid
   130  a second SIGINT interrupted the final flush
 """
 
@@ -66,6 +82,12 @@ def register(subparsers) -> None:
         default=None,
         help="pace a video file at its fps and drop frames that the pipeline cannot keep up with",
     )
+    parser.add_argument(
+        "--loop",
+        action="store_true",
+        default=None,
+        help="restart a video file at frame 0 when it ends, with timestamps that keep growing (files only)",
+    )
     parser.add_argument("--every-n", type=positive_int, metavar="N", help="analyze every N-th frame (default: 1)")
     parser.add_argument(
         "--window", type=float, metavar="SECONDS", help="aggregation window in seconds of source time (default: 10)"
@@ -84,7 +106,7 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--device-id", metavar="ID", help="device id in topics and client id (default: host name)")
 
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=run, sysexits=True)
 
 
 def positive_int(text: str) -> int:
@@ -106,6 +128,7 @@ def build_config(args: argparse.Namespace) -> Config:
         {
             "source.spec": args.source,
             "source.realtime": args.realtime,
+            "source.loop": args.loop,
             "source.every_n": args.every_n,
             "mqtt.broker": args.broker,
             "mqtt.device_id": args.device_id,
@@ -121,21 +144,44 @@ def run(args: argparse.Namespace) -> int:
     apply_logging(config.logging)
 
     service = open_service(config)
-    restore = install_stop_handlers(service.runner.stop)
+    hooks = SystemdHooks(SystemdNotifier.from_environment(), connected=lambda: service.publisher.connected)
+    service.runner.hooks = hooks
+    deadline = ShutdownDeadline(SHUTDOWN_TIMEOUT_S)
+
+    def stop(reason: str) -> None:
+        deadline.start()
+        service.runner.stop(reason)
+
+    restore = install_stop_handlers(stop)
     try:
+        # READY=1 goes out when the runner starts, so the warm-up counts as start-up.
+        warm_up(service.analyzer, service.source.width or 0, service.source.height or 0)
         summary = service.runner.run(max_frames=args.max_frames)
     finally:
         restore()
         service.close()
+        hooks.close()
+        deadline.cancel()
 
     for stage, latency in sorted(summary.latency_ms.items()):
         logger.info("latency %-10s mean %7.2f ms  p95 %7.2f ms  (%d samples)", stage, latency.mean_ms, latency.p95_ms, latency.count)
 
+    # Messages still in the outbox file are not lost: the next start sends them first.
+    if summary.messages_pending:
+        logger.info(
+            "%s wait in the outbox for broker %s and are sent on the next start",
+            plural(summary.messages_pending, "MQTT message"),
+            config.mqtt.broker,
+        )
     if lost_messages_fail_run(summary, service.source.kind):
         was = "was" if summary.messages_lost == 1 else "were"
         print(
-            f"edge-runtime: error: {plural(summary.messages_lost, 'MQTT message')} {was} not delivered to "
-            f"broker {config.mqtt.broker} and lost; check that the broker is running and reachable",
+            error_text(
+                f"edge-runtime: error: {plural(summary.messages_lost, 'MQTT message')} {was} lost (dropped by an "
+                f"outbox bound, expired or rejected by broker {config.mqtt.broker}); check that the broker is "
+                "running and reachable, or raise mqtt.outbox_max_messages, mqtt.outbox_max_bytes or "
+                "mqtt.message_expiry_s"
+            ),
             file=sys.stderr,
         )
         return EXIT_MESSAGES_LOST
@@ -145,7 +191,9 @@ def run(args: argparse.Namespace) -> int:
 def lost_messages_fail_run(summary: RunSummary, kind: SourceKind) -> bool:
     """Return True when lost MQTT messages make the run fail with ``EXIT_MESSAGES_LOST``.
 
-    A live source stopped by a signal is the normal end of a service, and
+    Only ``messages_lost`` counts: dropped, expired or rejected messages.
+    Messages left in the outbox file (``messages_pending``) are sent on the
+    next start, so they never fail a run. A live source stopped by a signal is the normal end of a service, and
     systemd would mark the unit failed on a non-zero status, so it exits 0
     even when the broker was unreachable at that moment.
     """

@@ -7,7 +7,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
+from edge_runtime.cli import EXIT_CONFIG, EXIT_MODEL
+from edge_runtime.config import MqttConfig, TlsConfig, load_config
+from edge_runtime.service.shutdown import SHUTDOWN_TIMEOUT_S
 from tests.systemd.conftest import SYSTEMD_DIR, UNIT_NAME, add_stub_executable, add_system_units
 from tests.systemd.sandbox import read_service_section
 
@@ -111,7 +115,8 @@ def test_unit_runs_the_service_command():
     assert settings["ExecStart"] == [
         "/opt/edge-runtime/venv/bin/edge-runtime run --config /etc/edge-runtime/config.yaml"
     ]
-    assert settings["Type"] == ["exec"]
+    assert settings["Type"] == ["notify"]
+    assert settings["NotifyAccess"] == ["main"]
     assert settings["DynamicUser"] == ["yes"]
     assert settings["StateDirectory"] == ["edge-runtime"]
     assert "video" in settings["SupplementaryGroups"][0].split()
@@ -139,9 +144,77 @@ def test_stop_timeout_covers_mqtt_flush():
     assert flush <= stop_timeout / 2
 
 
+def test_config_skeleton_lists_mqtt_keys():
+    """The skeleton shows every mqtt key with its default, except the discouraged plain-text password."""
+    document = yaml.safe_load((SYSTEMD_DIR / "config.yaml").read_text(encoding="utf-8"))
+    config = load_config(SYSTEMD_DIR / "config.yaml")
+
+    listed = set(document["mqtt"])
+    assert listed == set(MqttConfig.model_fields) - {"password"}
+    assert set(document["mqtt"]["tls"]) == set(TlsConfig.model_fields)
+    # The broker stays at its loopback default, so every mqtt value is the default.
+    assert config.mqtt == MqttConfig()
+
+
 def test_device_policy_closed_with_cameras():
     settings = read_service_section([SYSTEMD_DIR / UNIT_NAME])
 
     assert settings["DevicePolicy"] == ["closed"]
     assert "char-video4linux rw" in settings["DeviceAllow"]
     assert settings["CapabilityBoundingSet"] == []
+
+
+def seconds(value: str) -> float:
+    """Parse a systemd time span of the forms used in the unit: ``30s``, ``3min`` or a bare number."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(s|min)?", value)
+    assert match, value
+    return float(match.group(1)) * (60 if match.group(2) == "min" else 1)
+
+
+def test_restart_skips_config_and_model_errors():
+    settings = read_service_section([SYSTEMD_DIR / UNIT_NAME])
+
+    assert sorted(settings["RestartPreventExitStatus"][0].split()) == sorted([str(EXIT_MODEL), str(EXIT_CONFIG)])
+
+
+def test_stop_timeout_above_shutdown_bound():
+    settings = read_service_section([SYSTEMD_DIR / UNIT_NAME])
+
+    stop_timeout = seconds(settings["TimeoutStopSec"][0])
+
+    # The process exits on its own before systemd sends SIGKILL, with time
+    # left for the interpreter to unload.
+    assert SHUTDOWN_TIMEOUT_S + 5 <= stop_timeout
+
+
+def test_watchdog_and_start_timeout():
+    settings = read_service_section([SYSTEMD_DIR / UNIT_NAME])
+
+    watchdog = seconds(settings["WatchdogSec"][0])
+    start_timeout = seconds(settings["TimeoutStartSec"][0])
+
+    assert 10 <= watchdog <= 120
+    # Model loading and warm-up happen before READY=1 and need the longer budget.
+    assert start_timeout >= 2 * watchdog
+
+
+def test_every_credential_has_fallback():
+    settings = read_service_section([SYSTEMD_DIR / UNIT_NAME])
+
+    loaded = {value.split(":", 1)[0]: value.split(":", 1)[1] for value in settings["LoadCredential"]}
+    fallbacks = {value.split(":", 1)[0] for value in settings["SetCredential"]}
+
+    assert set(loaded) == {"mqtt-password", "mqtt-tls-key"}
+    assert fallbacks == set(loaded)
+    for name, path in loaded.items():
+        assert path == f"/etc/edge-runtime/credentials/{name}"
+
+
+def test_verify_accepts_credential_fallback(systemd_analyze, verify_root):
+    root = verify_root("pi")
+
+    result = verify(systemd_analyze, root)
+
+    # systemd 252 rejects an empty SetCredential= value as "Invalid syntax".
+    assert "Invalid syntax" not in result.stderr
+    assert "SetCredential" not in result.stderr
