@@ -1,34 +1,49 @@
 """Loading a model package into backend sessions.
 
-``load_model`` picks a backend and a variant precision for a package, checks
-the size and sha256 of every file it will hand to the backend, and only then
-lets the backend parse them. The choice follows, from strongest to weakest:
-the ``backend``/``precision`` arguments, the profile's override for the
-model, the profile's preference lists, and the defaults below when there is
-no profile.
+``load_model`` picks a backend and a variant precision for a package as
+``edge_runtime.selection`` plans it, checks the size and sha256 of every
+file it will hand to the backend, and only then lets the backend parse them.
+The choice follows, from strongest to weakest: the ``backend``/``precision``
+arguments, the profile's override for the model, the profile's order for the
+role (``auto`` entries by bench latency), and the default order when there is
+no profile. A candidate that is not installed, has no variant, fails to load
+or fails its warm-up is skipped with an INFO log; ``LoadedModel.selection``
+records the choice and the skips.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Optional, Union
 
 from edge_runtime.backends.base import Backend, Session, SessionOptions
-from edge_runtime.backends.registry import get_backend
-from edge_runtime.errors import BackendError, BackendUnavailableError, ConfigError, IntegrityError
+from edge_runtime.errors import BackendError, BackendUnavailableError, ConfigError, EdgeRuntimeError, IntegrityError
 from edge_runtime.manifest import Manifest, Precision, Variant, verify_file
 from edge_runtime.models.catalog import manifest_files
 from edge_runtime.models.store import ModelPackage
 from edge_runtime.profiles import DeviceProfile
+from edge_runtime.selection import (
+    DEFAULT_BACKENDS,
+    DEFAULT_PRECISIONS,
+    LOAD_FAILED,
+    NO_VARIANT,
+    NOT_INSTALLED,
+    NOT_REGISTERED,
+    WARM_UP_FAILED,
+    Candidate,
+    Selection,
+    Skip,
+    choose,
+    plan_candidates,
+    select_variants,
+    warm_up,
+)
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BACKENDS = ("onnxruntime", "openvino", "tflite")
-DEFAULT_PRECISIONS = ("fp32", "fp16", "int8")
-
-# Backends already reported unavailable, so that loading several models warns once each.
-_warned_backends: set[str] = set()
+__all__ = ["DEFAULT_BACKENDS", "DEFAULT_PRECISIONS", "LoadedModel", "load_model", "select_variants"]
 
 
 @dataclass
@@ -43,6 +58,8 @@ class LoadedModel:
         files: sha256 of the verified variant file per stage.
         variants: the chosen variant per stage.
         package: the package the files came from.
+        selection: why this backend and variant were chosen, and what was skipped.
+        options: the session options the sessions were loaded with.
     """
 
     manifest: Manifest
@@ -52,6 +69,8 @@ class LoadedModel:
     files: dict[str, str]
     variants: dict[str, Variant] = field(default_factory=dict)
     package: Optional[ModelPackage] = None
+    selection: Optional[Selection] = None
+    options: SessionOptions = field(default_factory=SessionOptions)
     _closed: bool = field(default=False, repr=False)
 
     @property
@@ -89,76 +108,9 @@ class LoadedModel:
         self.close()
 
 
-def _order(first: Optional[str], rest: list[str]) -> list[str]:
-    """Return ``first`` followed by ``rest`` without repeats."""
-    return list(dict.fromkeys(([first] if first else []) + rest))
-
-
 def _precision_name(value: Union[str, Precision]) -> str:
     """Return ``fp32`` for both ``"fp32"`` and ``Precision.FP32``."""
     return value.value if isinstance(value, Precision) else str(value)
-
-
-def _preferences(
-    name: str, profile: Optional[DeviceProfile], backend: Optional[str], precision: Union[str, Precision, None]
-) -> tuple[list[str], list[str]]:
-    """Return the backend and precision orders to try for model ``name``."""
-    override = profile.override_for(name) if profile is not None else None
-    profile_backends = list(profile.backends) if profile is not None else list(DEFAULT_BACKENDS)
-    if profile is not None:
-        profile_precisions = [_precision_name(p) for p in profile.precisions]
-    else:
-        profile_precisions = list(DEFAULT_PRECISIONS)
-
-    if backend is not None:
-        backends = [backend]
-    else:
-        backends = _order(override.backend if override else None, profile_backends)
-
-    if precision is not None:
-        precisions = [_precision_name(precision)]
-    elif override is not None and override.precision is not None:
-        precisions = _order(_precision_name(override.precision), profile_precisions)
-    else:
-        precisions = profile_precisions
-    return backends, precisions
-
-
-def _available_backend(name: str, explicit: bool) -> Optional[Backend]:
-    """Return a ready backend, or None (with one WARNING per name) when it cannot run here."""
-    try:
-        return get_backend(name)
-    except ConfigError:
-        if explicit:
-            raise
-        if name not in _warned_backends:
-            _warned_backends.add(name)
-            logger.warning("backend %r is not registered; skipping it", name)
-        return None
-    except BackendUnavailableError as exc:
-        if explicit:
-            raise
-        if name not in _warned_backends:
-            _warned_backends.add(name)
-            logger.warning("skipping backend %s: %s", name, exc)
-        return None
-
-
-def select_variants(manifest: Manifest, formats: tuple[str, ...], precision: str) -> Optional[dict[str, Variant]]:
-    """Return one variant per stage in ``precision`` whose format is in ``formats``, or None.
-
-    When a stage has several loadable formats, the one earlier in ``formats``
-    (the backend's native format first) wins.
-    """
-    chosen = {}
-    for stage in manifest.stages():
-        candidates = [
-            v for v in manifest.variants if v.stage == stage and v.precision == precision and v.format in formats
-        ]
-        if not candidates:
-            return None
-        chosen[stage] = min(candidates, key=lambda v: formats.index(v.format))
-    return chosen
 
 
 def _verify_variant_files(package: ModelPackage, variants: dict[str, Variant]) -> dict[str, str]:
@@ -182,10 +134,19 @@ def _verify_variant_files(package: ModelPackage, variants: dict[str, Variant]) -
 def _open_sessions(
     package: ModelPackage, backend: Backend, variants: dict[str, Variant], options: SessionOptions
 ) -> dict[str, Session]:
+    """Load every stage; a plugin's own exception becomes a BackendError so that the next candidate is tried."""
     sessions: dict[str, Session] = {}
     try:
         for stage, variant in variants.items():
-            sessions[stage] = backend.load(package.file_path(variant), options)
+            path = package.file_path(variant)
+            try:
+                sessions[stage] = backend.load(path, options)
+            except EdgeRuntimeError:
+                raise
+            except Exception as exc:
+                raise BackendError(
+                    f"{path}: backend {backend.name} failed to load it: {type(exc).__name__}: {exc}"
+                ) from exc
     except BaseException:
         for session in sessions.values():
             session.close()
@@ -203,14 +164,16 @@ def load_model(
     *,
     backend: Optional[str] = None,
     precision: Union[str, Precision, None] = None,
+    role: Optional[str] = None,
+    warm: bool = True,
+    bench_path: Optional[Path] = None,
 ) -> LoadedModel:
-    """Load ``package`` on the first backend and precision that fit, after verifying its files.
+    """Load ``package`` on the first candidate backend and precision that fits, after verifying its files.
 
-    For each backend in preference order that can run here, the first
-    precision in preference order with a loadable variant for every stage is
-    chosen. A backend that cannot be imported is skipped with a WARNING that
-    names its pip fix. Unless ``backend`` was given, a backend that rejects
-    the file is skipped with a WARNING too.
+    ``role`` selects the profile's backend order for that role. With
+    ``warm`` (the default) every session runs once on a zero input and a
+    candidate whose warm-up fails or returns NaN is skipped. ``bench_path``
+    replaces the bench result that ``auto`` entries read.
 
     Raises:
         IntegrityError: a chosen file is missing, unpinned, or differs from
@@ -219,60 +182,83 @@ def load_model(
             variant format of the package (or the requested backend cannot run).
         ConfigError: backends fit the formats but not the precisions, or the
             requested backend is unknown.
-        BackendError: every fitting backend rejected the files.
+        BackendError: every fitting backend rejected the files or failed the
+            warm-up (WarmUpError for a requested backend that fails it).
     """
     manifest = package.manifest
-    backends, precisions = _preferences(manifest.name, profile, backend, precision)
+    wanted = _precision_name(precision) if precision is not None else None
+    candidates, notes = plan_candidates(
+        manifest.name, profile, role, backend=backend, precision=wanted, bench_path=bench_path
+    )
+    for note in notes:
+        logger.info("model %s: %s", manifest.name, note)
 
-    usable: dict[str, tuple[str, ...]] = {}
-    failures: list[str] = []
-    for backend_name in backends:
-        instance = _available_backend(backend_name, explicit=backend is not None)
-        if instance is None:
-            continue
-        usable[backend_name] = instance.formats
-
-        for precision_choice in precisions:
-            variants = select_variants(manifest, instance.formats, precision_choice)
-            if variants is None:
-                continue
-
-            hashes = _verify_variant_files(package, variants)
-            options = profile.session_options(backend_name) if profile is not None else SessionOptions()
+    def open_model(
+        instance: Backend, candidate: Candidate, precision_choice: str, variants: dict[str, Variant]
+    ) -> LoadedModel:
+        hashes = _verify_variant_files(package, variants)
+        sessions = _open_sessions(package, instance, variants, candidate.options)
+        model = LoadedModel(
+            manifest=manifest,
+            backend=candidate.backend,
+            precision=precision_choice,
+            sessions=sessions,
+            files=hashes,
+            variants=variants,
+            package=package,
+            options=candidate.options,
+        )
+        if warm:
             try:
-                sessions = _open_sessions(package, instance, variants, options)
-            except BackendError as exc:
-                if backend is not None:
-                    raise
-                logger.warning("backend %s failed to load %s (%s); trying the next backend", backend_name,
-                               manifest.name, exc)
-                failures.append(f"{backend_name}: {exc}")
-                break
+                warm_up(manifest, sessions)
+            except BaseException:
+                model.close()
+                raise
+        return model
 
-            files = ", ".join(f"{stage}={v.file}" if len(variants) > 1 else v.file for stage, v in variants.items())
-            digests = ", ".join(h[:12] for h in hashes.values())
-            logger.info("loaded %s on %s: %s (%s), sha256 %s", manifest.name, backend_name, files, precision_choice, digests)
-            return LoadedModel(
-                manifest=manifest,
-                backend=backend_name,
-                precision=precision_choice,
-                sessions=sessions,
-                files=hashes,
-                variants=variants,
-                package=package,
-            )
+    selection, model, skips = choose(
+        manifest, candidates, role=role, explicit=backend is not None, open_model=open_model, notes=notes
+    )
+    if selection is None or model is None:
+        raise _no_fit_error(manifest, candidates, skips)
 
-    raise _no_fit_error(manifest, backends, precisions, usable, failures)
+    running = _providers_in_use(model)
+    if running is not None:
+        selection = replace(selection, reason=f"{selection.reason}, running on {running}")
+    model.selection = selection
+    files = ", ".join(f"{stage}={v.file}" if len(model.variants) > 1 else v.file for stage, v in model.variants.items())
+    digests = ", ".join(h[:12] for h in model.files.values())
+    logger.info(
+        "loaded %s on %s: %s (%s), sha256 %s; %s%s",
+        manifest.name, model.backend, files, model.precision, digests, selection.reason,
+        f", after skipping {len(skips)}" if skips else "",
+    )
+    return model
 
 
-def _no_fit_error(
-    manifest: Manifest,
-    backends: list[str],
-    precisions: list[str],
-    usable: dict[str, tuple[str, ...]],
-    failures: list[str],
-) -> Exception:
+def _providers_in_use(model: LoadedModel) -> Optional[str]:
+    """Return the execution providers the sessions run on when they differ from those the profile asked for.
+
+    ONNX Runtime drops requested providers that its build lacks, so an entry
+    that requests TensorRT may run on the CPU. The reason then names the
+    providers in use.
+    """
+    in_use = {tuple(getattr(session, "providers", ())) for session in model.sessions.values()}
+    if len(in_use) != 1 or not next(iter(in_use)):
+        return None
+    (providers,) = in_use
+    requested = model.options.extra.get("providers") or ()
+    names = [item if isinstance(item, str) else str(item[0]) for item in requested]  # type: ignore[union-attr]
+    if not names or list(providers) == names:
+        return None
+    return ", ".join(name.removesuffix("ExecutionProvider") for name in providers)
+
+
+def _no_fit_error(manifest: Manifest, candidates: list[Candidate], skips: list[Skip]) -> Exception:
     variants = _describe_variants(manifest)
+    failures = [
+        f"{s.backend} {s.precision}: {s.reason}: {s.detail}" for s in skips if s.reason in (LOAD_FAILED, WARM_UP_FAILED)
+    ]
     if failures:
         return BackendError(
             f"model {manifest.name!r}: every backend that fits rejected it ({'; '.join(failures)}); "
@@ -280,8 +266,11 @@ def _no_fit_error(
         )
 
     formats = {v.format for v in manifest.variants}
-    loadable = sorted(name for name, backend_formats in usable.items() if formats & set(backend_formats))
+    unusable = {s.backend for s in skips if s.reason in (NOT_INSTALLED, NOT_REGISTERED)}
+    usable = sorted({c.backend for c in candidates} - unusable)
+    loadable = sorted({s.backend for s in skips if s.reason == NO_VARIANT and "formats it loads" in s.detail})
     if loadable:
+        precisions = sorted({p for c in candidates for p in c.precisions})
         return ConfigError(
             f"model {manifest.name!r} has no variant in precision(s) {', '.join(precisions)} that "
             f"{', '.join(loadable)} can load; variants: {variants}. Ask for another precision or add it to "
@@ -292,8 +281,9 @@ def _no_fit_error(
         hint = "no runtime backend loads these formats; convert the model with edge-convert first"
     else:
         hint = "install a backend that loads them ('edge-runtime backends' lists each backend's pip fix)"
+    tried = ", ".join(dict.fromkeys(c.backend for c in candidates)) or "none"
     return BackendUnavailableError(
-        f"model {manifest.name!r}: none of the backends tried ({', '.join(backends)}) can run here and load "
-        f"format(s) {', '.join(sorted(formats))}; usable here: {', '.join(sorted(usable)) or 'none'}; "
+        f"model {manifest.name!r}: none of the backends tried ({tried}) can run here and load "
+        f"format(s) {', '.join(sorted(formats))}; usable here: {', '.join(usable) or 'none'}; "
         f"variants: {variants}. {hint[0].upper()}{hint[1:]}"
     )

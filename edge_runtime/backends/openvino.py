@@ -59,6 +59,12 @@ class OpenVinoSession(Session):
         parts = [self._infer({k: v[i : i + 1] for k, v in named.items()}) for i in range(batch)]
         return [np.concatenate([p[j] for p in parts], axis=0) for j in range(len(self._outputs))]
 
+    def compiled_property(self, name: str) -> object:
+        """Return a property of the compiled model, e.g. ``PERFORMANCE_HINT`` or ``NUM_STREAMS``."""
+        if self._compiled is None:
+            raise BackendError("OpenVINO session is closed; load the model again")
+        return self._compiled.get_property(name)
+
     def close(self) -> None:
         self._request = None
         self._compiled = None
@@ -104,12 +110,18 @@ class OpenVinoBackend(Backend):
                 batch_static = True
                 model = core.read_model(str(path))
 
-        # OpenVINO picks bf16 on CPUs with AVX-512 BF16/AMX, which moves fp32
-        # outputs by about 1e-2 (measured on the age model). Keep fp32 unless
-        # the device profile sets another hint.
-        config: dict[str, object] = {"INFERENCE_PRECISION_HINT": "f32"}
-        if options.num_threads > 0:
-            config["INFERENCE_NUM_THREADS"] = options.num_threads
+        config: dict[str, object] = {}
+        if options.device.upper() == "CPU":
+            # OpenVINO picks bf16 on CPUs with AVX-512 BF16/AMX, which moves fp32
+            # outputs by about 1e-2 (measured on the age model). Keep fp32 unless
+            # the device profile sets another hint.
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+            # The thread count is a property of the CPU plugin, so other devices keep their defaults.
+            if options.num_threads > 0:
+                config["INFERENCE_NUM_THREADS"] = options.num_threads
+        elif options.num_threads > 0:
+            logger.debug("%s: num_threads=%d applies to the CPU device only, not to %s",
+                         path, options.num_threads, options.device)
         for key, value in options.extra.items():
             config[str(key)] = value
 

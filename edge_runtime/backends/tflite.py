@@ -8,9 +8,10 @@ code above therefore handles fp32 and int8 variants alike.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -20,12 +21,39 @@ from edge_runtime.errors import BackendError
 logger = logging.getLogger(__name__)
 
 
-def _interpreter_class():
+EDGETPU_LIBRARY = "libedgetpu.so.1"
+
+
+def _interpreter_module():
     try:
-        from tflite_runtime.interpreter import Interpreter  # type: ignore[import-not-found]
+        from tflite_runtime import interpreter  # type: ignore[import-not-found]
     except ImportError:
-        from ai_edge_litert.interpreter import Interpreter  # type: ignore[import-not-found]
-    return Interpreter
+        from ai_edge_litert import interpreter  # type: ignore[import-not-found]
+    return interpreter
+
+
+def _delegate_settings(options: SessionOptions) -> tuple[Optional[int], list[tuple[str, dict[str, str]]]]:
+    """Return the interpreter thread count and the external delegates ``(library, options)`` to load.
+
+    ``extra["delegates"]`` lists mappings with ``name`` xnnpack (``threads``
+    sets the interpreter's and XNNPACK's thread count), edgetpu (library
+    libedgetpu.so.1 unless ``library`` is given) or external (``library``).
+    """
+    threads = options.num_threads if options.num_threads > 0 else None
+    external = []
+    for delegate in options.extra.get("delegates", []) or []:  # type: ignore[union-attr]
+        name = delegate.get("name")
+        if name == "xnnpack":
+            if delegate.get("threads"):
+                threads = int(delegate["threads"])
+        elif name in ("edgetpu", "external"):
+            library = delegate.get("library") or (EDGETPU_LIBRARY if name == "edgetpu" else None)
+            if not library:
+                raise BackendError(f"TFLite delegate {delegate}: 'library' is missing; name its shared library")
+            external.append((str(library), {str(k): str(v) for k, v in (delegate.get("options") or {}).items()}))
+        else:
+            raise BackendError(f"unknown TFLite delegate {name!r}; use xnnpack, edgetpu or external")
+    return threads, external
 
 
 def _spec(detail: dict) -> TensorSpec:
@@ -129,7 +157,11 @@ class TfliteSession(Session):
 
 
 class TfliteBackend(Backend):
-    """Runs ``.tflite`` files with the TFLite interpreter and its default XNNPACK delegate."""
+    """Runs ``.tflite`` files with the TFLite interpreter and its default XNNPACK delegate.
+
+    ``SessionOptions.extra["delegates"]`` adds external delegates such as the
+    Edge TPU (see ``_delegate_settings``).
+    """
 
     name = "tflite"
     formats = ("tflite",)
@@ -160,11 +192,29 @@ class TfliteBackend(Backend):
         # threshold only from C++ (MinimalLogger::SetMinimumLogSeverity), and ai-edge-litert 2.3.0 exposes no
         # setter to Python. TF_CPP_MIN_LOG_LEVEL set to 1, 2 or 3 before import leaves the line in place.
         # Dropping the default delegate to hide it would give up XNNPACK.
-        interpreter_class = _interpreter_class()
-        threads = options.num_threads if options.num_threads > 0 else None
+        module = _interpreter_module()
+        threads, external = _delegate_settings(options)
+
+        delegates = []
+        for library, delegate_options in external:
+            try:
+                # Opening the library first gives a clean error: ai-edge-litert 2.x's load_delegate leaves a
+                # half-built Delegate whose __del__ prints a traceback when the library is missing.
+                ctypes.CDLL(library)
+                delegates.append(module.load_delegate(library, delegate_options))
+            except (ValueError, OSError, RuntimeError) as exc:
+                hint = " (install the Edge TPU runtime, libedgetpu1-std)" if library == EDGETPU_LIBRARY else ""
+                raise BackendError(
+                    f"cannot load TFLite delegate {library}{hint}: {exc}; or remove the delegate from the device profile"
+                ) from exc
+
         try:
-            interpreter = interpreter_class(model_path=str(path), num_threads=threads)
+            interpreter = module.Interpreter(
+                model_path=str(path), num_threads=threads, experimental_delegates=delegates or None
+            )
             interpreter.allocate_tensors()
         except Exception as exc:
             raise BackendError(f"{path}: the TFLite interpreter cannot load the model: {exc}") from exc
+        if delegates:
+            logger.info("%s: TFLite delegates %s applied", path, [library for library, _ in external])
         return TfliteSession(interpreter, Path(path))

