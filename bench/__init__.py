@@ -1,1 +1,1 @@
-"""Per-stage latency benchmark of edge-runtime; run it with ``python -m bench``."""
+"""Benchmark scenarios and recorded results of edge-runtime; the harness is ``edge_runtime.benchmark``."""

@@ -1,25 +1,32 @@
-"""Statistics, peak-memory tracking and file naming of the benchmark."""
+"""Statistics, timing loops, peak memory, platform naming and output paths of the benchmark."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bench.report import output_stem, safe_host_name
-from bench.timing import LatencyStats, peak_rss_mib, reset_peak_rss, time_calls
+from bench.__main__ import RESULTS_DIR, standard_arguments
+from edge_runtime.benchmark.platform_info import board_slug, cpu_model, describe_platform, slugify
+from edge_runtime.benchmark.timing import LatencyStats, peak_rss_mib, reset_peak_rss, time_calls
+from edge_runtime.bench_latest import latest_path, state_dir
+from edge_runtime.benchmark.writers import output_stem
 
 
 def test_stats_of_known_samples():
-    stats = LatencyStats.from_samples([float(value) for value in range(1, 21)])
+    samples = [float(value) for value in range(1, 101)]
 
-    assert stats.count == 20
-    assert stats.mean_ms == pytest.approx(10.5)
-    assert stats.p50_ms == pytest.approx(10.5)
-    assert stats.p95_ms == pytest.approx(19.05)
+    stats = LatencyStats.from_samples(samples)
+
+    assert stats.count == 100
+    assert stats.mean_ms == pytest.approx(50.5)
+    assert stats.p50_ms == pytest.approx(np.percentile(samples, 50))
+    assert stats.p90_ms == pytest.approx(90.1)
+    assert stats.p99_ms == pytest.approx(99.01)
     assert stats.min_ms == 1.0
-    assert stats.max_ms == 20.0
+    assert stats.max_ms == 100.0
 
 
 def test_stats_reject_empty_samples():
@@ -27,19 +34,28 @@ def test_stats_reject_empty_samples():
         LatencyStats.from_samples([])
 
 
+def test_stats_as_dict_rounds_milliseconds():
+    stats = LatencyStats.from_samples([0.123456789, 0.2])
+
+    data = stats.as_dict(digits=3)
+
+    assert data["min_ms"] == 0.123
+    assert data["count"] == 2
+
+
 def test_time_calls_excludes_warmup():
-    calls = []
+    indexes = []
 
-    samples = time_calls(lambda: calls.append(1), iterations=5, warmup=3)
+    samples = time_calls(indexes.append, iterations=5, warmup=3)
 
-    assert len(calls) == 8
+    assert indexes == list(range(8))
     assert len(samples) == 5
     assert all(sample >= 0 for sample in samples)
 
 
 def test_time_calls_rejects_zero_iterations():
     with pytest.raises(ValueError, match="iterations is 0"):
-        time_calls(lambda: None, iterations=0, warmup=0)
+        time_calls(lambda index: None, iterations=0, warmup=0)
 
 
 def test_peak_rss_reset_lowers_mark():
@@ -55,11 +71,78 @@ def test_peak_rss_reset_lowers_mark():
     assert high - low > 48
 
 
+def test_board_slug_prefers_board_model():
+    info = {"board": "Raspberry Pi 5 Model B Rev 1.0", "arch": "aarch64", "cpu": "Cortex-A76", "cpu_cores": 4}
+
+    assert board_slug(info) == "raspberry-pi-5-model-b-rev-1.0"
+
+
+def test_board_slug_without_board():
+    info = {"board": None, "arch": "x86_64", "cpu": "AMD EPYC", "cpu_cores": 2, "virtual_machine": True}
+
+    assert board_slug(info) == "x86_64-amd-epyc-2core-vm"
+
+
+def test_slugify_never_empty():
+    assert slugify("///") == "machine"
+
+
+def test_cpu_model_from_raspberry_pi_cpuinfo():
+    cpuinfo = "processor\t: 0\nBogoMIPS\t: 108.00\n\nHardware\t: BCM2835\nModel\t\t: Raspberry Pi 4 Model B Rev 1.4\n"
+
+    assert cpu_model(cpuinfo) == "Raspberry Pi 4 Model B Rev 1.4"
+
+
+def test_describe_platform_names_runtimes():
+    info = describe_platform()
+
+    assert info["cpu_cores"] >= 1
+    assert info["arch"]
+    assert info["python"].count(".") == 2
+    assert info["numpy"] == np.__version__
+    assert isinstance(info["backends"], dict)
+
+
 def test_output_stem_format():
     started = datetime(2026, 12, 4, 20, 15, 7, tzinfo=timezone.utc)
 
-    assert output_stem(started, host="pi5 lab/1") == "pi5-lab-1-2026-12-04T201507Z"
+    assert output_stem("pi5", started) == "pi5-2026-12-04T201507Z"
 
 
-def test_safe_host_name_never_empty():
-    assert safe_host_name("...") == "host"
+def test_state_dir_order(monkeypatch, tmp_path):
+    monkeypatch.setenv("STATE_DIRECTORY", f"{tmp_path / 'service'}:{tmp_path / 'other'}")
+    assert state_dir() == tmp_path / "service"
+
+    monkeypatch.delenv("STATE_DIRECTORY")
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert state_dir() == tmp_path / "xdg" / "edge-runtime"
+
+    monkeypatch.delenv("XDG_STATE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert state_dir() == tmp_path / "home" / ".local" / "state" / "edge-runtime"
+    assert latest_path() == tmp_path / "home" / ".local" / "state" / "edge-runtime" / "bench" / "latest.json"
+
+
+def test_standard_scenario_records_per_board():
+    arguments = standard_arguments(["--video", "clip.mp4"])
+
+    assert arguments[arguments.index("--output-dir") + 1] == str(RESULTS_DIR)
+    assert arguments[arguments.index("--name") + 1] == board_slug(describe_platform())
+    assert arguments[arguments.index("bench") + 1 :][:2] == ["--video", "clip.mp4"]
+
+
+def test_standard_scenario_keeps_given_paths():
+    arguments = standard_arguments(["--output-dir=/tmp/out", "--name", "pi5"])
+
+    assert arguments.count("--output-dir=/tmp/out") == 1
+    assert "--output-dir" not in arguments
+    assert arguments.count("--name") == 1
+    assert arguments[arguments.index("--name") + 1] == "pi5"
+
+
+def test_standard_scenario_quick_keeps_defaults():
+    arguments = standard_arguments(["--quick"])
+
+    assert "--output-dir" not in arguments
+    assert "--name" not in arguments
+    assert Path(RESULTS_DIR).name == "results"
