@@ -8,9 +8,11 @@ ignored. Command-line flags override the file for the common cases through
 
 from __future__ import annotations
 
+import difflib
 import logging
 import re
 import socket
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping, Optional, Union
 from urllib.parse import urlsplit
@@ -30,6 +32,7 @@ from pydantic import (
 
 from edge_runtime.errors import ConfigError
 from edge_runtime.substitution import load_yaml
+from edge_runtime.yaml_location import compose, line_of
 
 logger = logging.getLogger(__name__)
 
@@ -373,10 +376,17 @@ def parse_broker_url(url: str) -> tuple[str, str, int]:
     if parts.username or parts.password:
         raise ValueError(f"broker URL {url!r} contains credentials; set mqtt.username and mqtt.password_file instead")
     try:
-        port = parts.port or DEFAULT_PORTS[parts.scheme]
-    except ValueError as exc:
-        raise ValueError(f"broker URL {url!r} has an invalid port: {exc}") from None
-    return parts.scheme, parts.hostname, port
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0 or (port is None and parts.netloc.endswith(":")):
+        # urlsplit rejects a port that is not a number or above 65535; 0 and an empty port are not usable either.
+        raise ValueError(
+            f"broker URL {url!r} has an invalid port; give a port from 1 to 65535, e.g. "
+            f"{parts.scheme}://{parts.hostname}:{DEFAULT_PORTS[parts.scheme]}, or leave it out for the default "
+            f"{DEFAULT_PORTS[parts.scheme]}"
+        )
+    return parts.scheme, parts.hostname, port or DEFAULT_PORTS[parts.scheme]
 
 
 def device_id_from_hostname(hostname: str) -> str:
@@ -399,8 +409,12 @@ def parse_config(data: Any, source_name: str = "<config>", text: Optional[str] =
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        root = _compose(text) if text is not None else None
-        lines = [_describe_error(error, source_name, root) for error in exc.errors()]
+        root = compose(text) if text is not None else None
+        described = [_describe_error(error, source_name, root) for error in exc.errors()]
+
+        # Errors without a line (flags, defaults) go last.
+        described.sort(key=lambda item: (item[0] is None, item[0] or 0))
+        lines = [message for _, message in described]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
 
 
@@ -409,6 +423,7 @@ def load_config(
     *,
     environ: Optional[Mapping[str, str]] = None,
     credentials_directory: Union[str, Path, None] = None,
+    missing_hint: str = "pass an existing file to --config",
 ) -> Config:
     """Read a YAML configuration file, substitute its ``${...}`` expressions and validate it.
 
@@ -418,13 +433,14 @@ def load_config(
     missing, is not valid YAML, names an unset variable or a missing
     credential, or has an invalid or unknown key. The message names the
     file, the line and the key. A plain-text ``mqtt.password`` is accepted
-    with a warning that never contains the password.
+    with a warning that never contains the password. ``missing_hint`` ends
+    the message of a missing file; callers without --config pass their own.
     """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} not found; pass an existing file to --config") from None
+        raise ConfigError(f"config file {path} not found; {missing_hint}") from None
     except OSError as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc}") from None
 
@@ -438,7 +454,7 @@ def load_config(
 
     config = parse_config(document.data, str(path), text)
     if config.mqtt.password is not None and "mqtt.password" not in document.substituted_keys:
-        line = _line_of(_compose(text), ["mqtt", "password"])
+        line = line_of(compose(text), ["mqtt", "password"])
         logger.warning(
             "%s:%s: mqtt.password contains the broker password in plain text; move it into "
             "/etc/edge-runtime/credentials/mqtt-password and set password_file: ${credential:mqtt-password}, "
@@ -473,52 +489,128 @@ def apply_overrides(config: Config, overrides: Mapping[str, Any]) -> Config:
     return parse_config(data, "command line")
 
 
-def _compose(text: str) -> Optional[yaml.Node]:
-    try:
-        return yaml.compose(text)
-    except yaml.YAMLError:
-        return None
+# Pydantic's bound errors: (("small"/"large", the comparison the value must meet), the context key of the bound).
+LIMIT_ERRORS = {
+    "greater_than_equal": (("small", ">="), "ge"),
+    "greater_than": (("small", ">"), "gt"),
+    "less_than_equal": (("large", "<="), "le"),
+    "less_than": (("large", "<"), "lt"),
+    "string_too_short": (("short", "of length >="), "min_length"),
+    "too_short": (("short", "of length >="), "min_length"),
+}
 
 
-def _describe_error(error: Mapping[str, Any], source_name: str, root: Optional[yaml.Node]) -> str:
+def _describe_error(error: Mapping[str, Any], source_name: str, root: Optional[yaml.Node]) -> tuple[Optional[int], str]:
+    """Return the line of one pydantic error and its message: file, line, dotted key, the bad value and the fix."""
     location = [part for part in error["loc"] if not _is_union_tag(part)]
     key = ".".join(str(part) for part in location) or "(top level)"
-    line = _line_of(root, location)
+    line = line_of(root, location)
     where = f"{source_name}:{line}" if line is not None else source_name
-    message = error["msg"]
-    if error["type"] == "extra_forbidden":
-        message = "unknown key; check its spelling against examples/config.yaml"
-    elif error["type"] == "value_error" and "error" in error.get("ctx", {}):
+    return line, f"{where}: {key}: {_explain(error, location)}"
+
+
+def _explain(error: Mapping[str, Any], location: list[Any]) -> str:
+    """Return what is wrong with the value of one pydantic error and how to fix it, without pydantic's wording."""
+    kind = error["type"]
+    context = error.get("ctx") or {}
+    value_text = _show(error.get("input"))
+
+    if kind == "extra_forbidden":
+        return _unknown_key(location)
+    if kind == "value_error" and "error" in context:
         # The validators' own messages, without pydantic's "Value error, " prefix.
-        message = str(error["ctx"]["error"])
-    return f"{where}: {key}: {message}"
+        return str(context["error"])
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return _expected_mapping(error.get("input"), location)
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"{value_text} is not an integer; write a whole number without quotes"
+    if kind in ("float_parsing", "float_type"):
+        return f"{value_text} is not a number; write a number without quotes or units, e.g. 2.5"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"{value_text} is not a boolean; write true or false"
+    if kind == "string_type":
+        return f"{value_text} is not a string; put the value in quotes"
+    if kind == "list_type":
+        return f"{value_text} is not a list; write the items as [a, b] or one '- item' per line"
+    if kind == "literal_error":
+        return f"{value_text} is not one of {context.get('expected')}; use one of those values"
+    if kind == "missing":
+        return "required key is missing; add it"
+    if kind in LIMIT_ERRORS:
+        relation, bound_key = LIMIT_ERRORS[kind]
+        return f"{value_text} is too {relation[0]}; give a value {relation[1]} {context.get(bound_key)}"
+    return f"{error['msg']} (got {value_text})"
+
+
+def _show(value: Any) -> str:
+    """Return ``value`` as YAML spells it, cut to 60 characters."""
+    if value is None:
+        text = "null"
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    else:
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _unknown_key(location: list[Any]) -> str:
+    """Return the message for an unknown key, with the closest allowed key when one is close."""
+    allowed = _allowed_keys(location[:-1])
+    close = difflib.get_close_matches(str(location[-1]), allowed, n=1, cutoff=0.6) if location else []
+    if close:
+        return f"unknown key; did you mean `{close[0]}`? `edge-runtime config schema` prints every key"
+    if allowed:
+        return (
+            f"unknown key; the keys here are {', '.join(allowed)}. `edge-runtime config schema` prints every key"
+        )
+    return "unknown key; `edge-runtime config schema` prints every key"
+
+
+def _expected_mapping(value: Any, location: list[Any]) -> str:
+    """Return the message for a single value given where a mapping of keys belongs, with the expected form."""
+    name = str(location[-1]) if location else "(top level)"
+    allowed = _allowed_keys(location)
+    if not allowed:
+        return f"{_show(value)} is not a mapping; write it as {name}: {{KEY: VALUE}}"
+
+    model = _model_at(location)
+    first = allowed[0]
+    takes_text = model is not None and model.model_fields[first].annotation is str
+    example = f'"{value}"' if takes_text and not isinstance(value, (Mapping, list)) else _show(value)
+    return (
+        f"{_show(value)} is a single value, but {name} takes a mapping with the keys {', '.join(allowed)}; "
+        f"write it as {name}: {{{first}: {example}}}"
+    )
+
+
+def _allowed_keys(location: list[Any]) -> list[str]:
+    model = _model_at(location)
+    return list(model.model_fields) if model is not None else []
+
+
+def _model_at(location: list[Any]) -> Optional[type[BaseModel]]:
+    """Return the model class that validates the mapping at ``location``, or None for a plain value or dict."""
+    model: Optional[type[BaseModel]] = Config
+    for part in location:
+        if model is None or str(part) not in model.model_fields:
+            return None
+        model = _model_in(model.model_fields[str(part)].annotation)
+    return model
+
+
+def _model_in(annotation: Any) -> Optional[type[BaseModel]]:
+    """Return the model class inside an annotation such as ``Optional[Annotated[Union[Model, ...], ...]]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in typing.get_args(annotation):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None
 
 
 def _is_union_tag(part: Any) -> bool:
     # Pydantic puts the union member it tried into the location, e.g.
-    # ('models', 'emotion', 'ModelChoice', 'name'); those are not YAML keys.
-    return isinstance(part, str) and (part[:1].isupper() or part.startswith("literal["))
-
-
-def _line_of(root: Optional[yaml.Node], location: list[Any]) -> Optional[int]:
-    """Return the 1-based line of the deepest YAML node on ``location``."""
-    if root is None:
-        return None
-
-    node = root
-    line = None
-    for part in location:
-        child = None
-        if isinstance(node, yaml.MappingNode):
-            for key_node, value_node in node.value:
-                if key_node.value == str(part):
-                    child = value_node
-                    line = key_node.start_mark.line + 1
-                    break
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            child = node.value[part]
-            line = child.start_mark.line + 1
-        if child is None:
-            break
-        node = child
-    return line
+    # ('models', 'emotion', 'ModelChoice', 'name'), and '[key]' for an invalid
+    # dict key; those are not YAML keys.
+    return isinstance(part, str) and (part[:1].isupper() or part.startswith("literal[") or part == "[key]")

@@ -41,6 +41,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from edge_runtime.backends.base import SessionOptions
 from edge_runtime.errors import ConfigError
 from edge_runtime.manifest import Precision
+from edge_runtime.yaml_location import compose, line_of
 
 logger = logging.getLogger(__name__)
 
@@ -444,8 +445,13 @@ def _find_profile(name: str) -> Path:
     )
 
 
-def parse_profile(data: object, origin: str = "<profile>") -> DeviceProfile:
+def parse_profile(
+    data: object, origin: str = "<profile>", source: Optional[tuple[Path, str]] = None
+) -> DeviceProfile:
     """Validate a profile given as a mapping; ``origin`` names it in errors.
+
+    ``source`` is the YAML file the keys come from and its text; when given,
+    each problem starts with that file and the line of its key.
 
     Raises:
         ConfigError: the data violates the profile schema; the message names
@@ -456,15 +462,43 @@ def parse_profile(data: object, origin: str = "<profile>") -> DeviceProfile:
     try:
         return DeviceProfile.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<top>'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"{origin}: invalid device profile: {problems}") from exc
+        if source is None:
+            problems = "; ".join(_describe_problem(err) for err in exc.errors())
+            raise ConfigError(f"{origin}: invalid device profile: {problems}") from exc
+
+        path, text = source
+        root = compose(text)
+        lines = []
+        for err in exc.errors():
+            location = [part for part in err["loc"] if part != "[key]"]
+            line = line_of(root, location)
+            where = f"{path}:{line}" if line is not None else str(path)
+            lines.append((line, f"{where}: {_describe_problem(err)}"))
+        lines.sort(key=lambda item: (item[0] is None, item[0] or 0))
+        raise ConfigError(
+            f"{origin}: invalid device profile:\n  " + "\n  ".join(message for _, message in lines)
+        ) from exc
 
 
-def _read_yaml(path: Path, what: str) -> object:
+def _describe_problem(err: Any) -> str:
+    """Return ``key: message`` of one pydantic error, with the rejected value for a key or type error."""
+    key = ".".join(str(part) for part in err["loc"] if part != "[key]") or "<top>"
+    if err["type"] == "extra_forbidden":
+        return f"{key}: unknown key; 'edge-runtime profile --schema' prints every key"
+    if "[key]" in err["loc"]:
+        expected = (err.get("ctx") or {}).get("expected")
+        allowed = f"use one of {expected}" if expected else err["msg"]
+        return f"{key}: {err['input']!r} is not an allowed key here; {allowed}"
+    if err["type"] == "value_error":
+        return f"{key}: {err['msg'].removeprefix('Value error, ')}"
+    return f"{key}: {err['msg']} (got {err['input']!r})"
+
+
+def _read_yaml(path: Path, what: str) -> tuple[object, str]:
+    """Return the parsed YAML of ``path`` and its text, which error messages take the lines from."""
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        return yaml.safe_load(text), text
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read the {what}: {exc}") from exc
 
@@ -490,7 +524,8 @@ def load_profile(name_or_path: Union[str, Path]) -> DeviceProfile:
         ConfigError: the profile is not found, unreadable or invalid.
     """
     path, is_path = _profile_path(name_or_path)
-    profile = parse_profile(_read_yaml(path, "device profile"), origin=str(path))
+    data, text = _read_yaml(path, "device profile")
+    profile = parse_profile(data, origin=str(path), source=(path, text))
     if not is_path and profile.name != str(name_or_path):
         raise ConfigError(
             f"{path}: the file is found as {str(name_or_path)!r} but names profile {profile.name!r}; make them equal"
@@ -729,8 +764,9 @@ def resolve_profile(
     path = override_file_path(root) if override_file is None else (override_file or None)
 
     changes: dict[str, Any] = {}
+    override_text = ""
     if path is not None:
-        data = _read_yaml(path, "profile override file")
+        data, override_text = _read_yaml(path, "profile override file")
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -762,7 +798,8 @@ def resolve_profile(
     profile = base
     if changes:
         data = merge_mappings(base.model_dump(mode="json", exclude_unset=True), changes)
-        profile = parse_profile(data, origin=f"{path} (merged over profile {base.name})")
+        # Every key that can fail here comes from the override file, since the base profile loaded on its own.
+        profile = parse_profile(data, origin=f"{path} (merged over profile {base.name})", source=(path, override_text))
         logger.info("device profile %s with overrides from %s", profile.name, path)
 
     logger.info("device profile %s (%s: %s)", profile.name, source, reason)

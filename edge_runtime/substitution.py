@@ -15,7 +15,9 @@ Substitution works on the parsed YAML nodes, so a value with ``:``, ``#``
 or quotes cannot change the structure of the document. A plain (unquoted)
 scalar is typed again after substitution, so ``${WINDOW:-10}`` becomes the
 number 10 and ``${ENABLED:-false}`` a boolean. Errors name the variable or
-credential and the line.
+credential and the line. Every failing expression of a document is
+reported in one ConfigError, so a file with several unset variables is
+fixed in one pass.
 """
 
 from __future__ import annotations
@@ -56,9 +58,10 @@ def load_yaml(
     """Parse YAML ``text`` and substitute every ``${...}`` expression in its string values.
 
     ``environ`` defaults to ``os.environ``. ``credentials_directory``
-    defaults to ``$CREDENTIALS_DIRECTORY``. Raises ConfigError naming
-    ``source_name``, the line and the variable or credential at fault;
-    ``yaml.YAMLError`` for invalid YAML is left to the caller.
+    defaults to ``$CREDENTIALS_DIRECTORY``. Raises one ConfigError listing
+    every expression that failed, each with ``source_name``, the line and
+    the variable or credential at fault; ``yaml.YAMLError`` for invalid YAML
+    is left to the caller.
     """
     environ = os.environ if environ is None else environ
     if credentials_directory is None:
@@ -70,7 +73,15 @@ def load_yaml(
         if root is None:
             return SubstitutedDocument(None)
         substituted: set[str] = set()
-        _walk(root, [], loader, _Context(source_name, environ, credentials_directory), substituted, set())
+        context = _Context(source_name, environ, credentials_directory)
+        _walk(root, [], loader, context, substituted, set())
+
+        if len(context.errors) == 1:
+            raise ConfigError(context.errors[0])
+        if context.errors:
+            raise ConfigError(
+                f"{len(context.errors)} substitutions failed:\n  " + "\n  ".join(context.errors)
+            )
         return SubstitutedDocument(loader.construct_document(root), substituted)
     finally:
         loader.dispose()
@@ -81,6 +92,8 @@ class _Context:
     source_name: str
     environ: Mapping[str, str]
     credentials_directory: Union[str, Path, None]
+    # Messages of the expressions that failed, in document order.
+    errors: list[str] = field(default_factory=list)
 
 
 def _walk(
@@ -109,7 +122,11 @@ def _walk(
 
 
 def substitute(text: str, context: _Context, where: str) -> tuple[str, bool]:
-    """Return ``text`` with its expressions replaced, and whether it had any ``${...}``."""
+    """Return ``text`` with its expressions replaced, and whether it had any ``${...}``.
+
+    A failing expression adds its message to ``context.errors`` and is
+    replaced by an empty string, so the walk goes on to the next one.
+    """
     found = False
 
     def replace(match: re.Match) -> str:
@@ -118,9 +135,13 @@ def substitute(text: str, context: _Context, where: str) -> tuple[str, bool]:
             return "$"
         found = True
         expression = match.group(1)
-        if expression.startswith(CREDENTIAL_PREFIX):
-            return credential_path(expression[len(CREDENTIAL_PREFIX):], context.credentials_directory, where)
-        return _variable(expression, context.environ, where)
+        try:
+            if expression.startswith(CREDENTIAL_PREFIX):
+                return credential_path(expression[len(CREDENTIAL_PREFIX):], context.credentials_directory, where)
+            return _variable(expression, context.environ, where)
+        except ConfigError as exc:
+            context.errors.append(str(exc))
+            return 
 
     return EXPRESSION.sub(replace, text), found
 

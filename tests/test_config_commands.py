@@ -125,3 +125,61 @@ def test_schema_rejects_unknown_key(tmp_path) -> None:
     assert list(validator.iter_errors({"source": {"spec": "/dev/video0"}})) == []
     assert list(validator.iter_errors({"windwo_s": 3}))
     assert list(validator.iter_errors({"mqtt": {"qos": 3}}))
+
+
+def test_validate_rejects_unknown_profile(tmp_path, capsys) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("profile: raspberry-pi-6\n", encoding="utf-8")
+
+    status = config_command("validate", str(path))
+
+    captured = capsys.readouterr()
+    assert status == EXIT_CONFIG
+    assert captured.out == ""
+    assert "device profile 'raspberry-pi-6' not found" in captured.err
+    assert "available profiles: " in captured.err
+    assert "raspberry-pi-5" in captured.err
+
+
+def test_validate_rejects_unknown_model(tmp_path, capsys) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("profile: generic-x86_64\nmodels:\n  detector: mtcn\n  emotion: {name: fer-mini-xceptio}\n")
+
+    status = config_command("validate", str(path))
+
+    captured = capsys.readouterr()
+    assert status == EXIT_CONFIG
+    assert captured.out == ""
+    assert f"{path}:3: models.detector: model 'mtcn' is neither in the catalog nor installed" in captured.err
+    assert "did you mean 'mtcnn'?" in captured.err
+    assert f"{path}:4: models.emotion: model 'fer-mini-xceptio'" in captured.err
+    assert "did you mean 'fer-mini-xception'?" in captured.err
+
+
+def test_validate_warns_model_not_installed(tmp_path, capsys) -> None:
+    store = tmp_path / "empty-store"
+    path = tmp_path / "config.yaml"
+    path.write_text(f"profile: generic-x86_64\nstore: {store}\nmodels:\n  detector: mtcnn\n", encoding="utf-8")
+
+    status = config_command("validate", str(path))
+
+    captured = capsys.readouterr()
+    assert status == 0
+    assert "profile: generic-x86_64 (--profile: named explicitly: generic-x86_64)" in captured.out
+    assert (
+        f"warning: {path}:4: models.detector: model 'mtcnn' is not installed in {store}; "
+        f"run 'edge-runtime models pull mtcnn --store {store}'"
+    ) in captured.err
+    # The roles left to the profile are looked up too, since 'run' loads them as well.
+    assert "profile generic-x86_64 models.emotion: model 'fer-mini-xception' is not installed" in captured.err
+
+
+def test_validate_missing_positional_file(tmp_path, capsys) -> None:
+    missing = tmp_path / "nonexist.yaml"
+
+    status = config_command("validate", str(missing))
+
+    error = capsys.readouterr().err
+    assert status == EXIT_CONFIG
+    assert f"config file {missing} not found; pass the path of an existing file" in error
+    assert "--config" not in error

@@ -208,3 +208,16 @@ def test_password_and_file_exclusive(tmp_path) -> None:
         load_config(path, environ={})
 
     assert "mqtt.password and mqtt.password_file are both set" in str(raised.value)
+
+
+def test_all_missing_variables_in_one_error(tmp_path) -> None:
+    path = write(tmp_path, "source:\n  spec: ${CAMERA}\nmqtt:\n  broker: mqtt://${BROKER_HOST}:${BROKER_PORT}\n")
+
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, environ={"CAMERA_X": "1"})
+
+    lines = str(raised.value).splitlines()
+    assert lines[0] == "3 substitutions failed:"
+    assert lines[1].startswith(f"  {path}:2: source.spec: environment variable CAMERA is not set")
+    assert lines[2].startswith(f"  {path}:4: mqtt.broker: environment variable BROKER_HOST is not set")
+    assert lines[3].startswith(f"  {path}:4: mqtt.broker: environment variable BROKER_PORT is not set")

@@ -1,8 +1,10 @@
 """``edge-runtime config validate|schema``: check a configuration file, export its JSON Schema.
 
 ``validate`` loads the file exactly as ``edge-runtime run`` does, with
-``${...}`` substitution, and prints ``OK`` with a summary, or the errors
-with their lines (exit status 78). ``schema`` prints the JSON Schema of the
+``${...}`` substitution, resolves the device profile and looks up each
+model in the catalog and the store. It prints ``OK`` with a summary, or the
+errors with their lines (exit status 78). A catalog model that is not
+installed yet is a warning with the pull command. ``schema`` prints the JSON Schema of the
 configuration, for editors and for checks in image builds.
 """
 
@@ -19,8 +21,12 @@ from typing import Any, Optional
 # This module is edge_runtime.commands.config, so the configuration module is imported under another name.
 from edge_runtime import config as config_module
 from edge_runtime.capture.source import classify_spec, describe_spec
-from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.errors import ConfigError, EdgeRuntimeError
+from edge_runtime.model_references import check_models, model_references
+from edge_runtime.models.store import ModelStore
+from edge_runtime.profiles import ProfileChoice, resolve_profile
 from edge_runtime.service.shutdown import SHUTDOWN_TIMEOUT_S
+from edge_runtime.yaml_location import compose, line_of
 
 logger = logging.getLogger(__name__)
 
@@ -85,17 +91,56 @@ def credentials_directory(explicit: Optional[Path]) -> Optional[Path]:
 
 def validate_command(args: argparse.Namespace) -> int:
     path: Path = args.file or args.config or DEFAULT_CONFIG
-    config = config_module.load_config(path, credentials_directory=credentials_directory(args.credentials_directory))
+    if args.file is not None:
+        missing_hint = "pass the path of an existing file"
+    elif args.config is not None:
+        missing_hint = "pass an existing file to --config"
+    else:
+        missing_hint = f"pass FILE, or create {DEFAULT_CONFIG} (edge-runtime service install writes a skeleton)"
+    config = config_module.load_config(
+        path,
+        credentials_directory=credentials_directory(args.credentials_directory),
+        missing_hint=missing_hint,
+    )
+
+    # Unknown names fail here as they fail 'edge-runtime run', with the available profiles listed.
+    choice = resolve_profile(config.profile)
+    warnings = check_config_models(config, choice, path)
+
     print(f"OK: {path}")
-    for line in summarize(config):
+    for line in summarize(config, choice):
         print(f"  {line}")
-    for warning in config_warnings(config):
+    for warning in warnings + config_warnings(config):
         print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 
-def summarize(config: config_module.Config) -> list[str]:
-    """Return one line per part of the configuration, without any secret."""
+def check_config_models(config: config_module.Config, choice: ProfileChoice, path: Path) -> list[str]:
+    """Look up every model the service would load; return a warning per model to pull.
+
+    Raises ConfigError with a line per model that is neither in the catalog
+    nor installed, since 'edge-runtime run' cannot get it.
+    """
+    store = ModelStore(config.store)
+    store_flag = f" --store {config.store}" if config.store else ""
+    result = check_models(model_references(config, choice.profile), store, store_flag)
+    root = compose(path.read_text(encoding="utf-8"))
+
+    def where(key: str) -> str:
+        line = line_of(root, key.split(".")) if key.startswith("models.") else None
+        return f"{path}:{line}: {key}" if line is not None else f"{path}: {key}"
+
+    if result.unknown:
+        lines = [f"{where(reference.key)}: {message}" for reference, message in result.unknown]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    return [f"{where(reference.key)}: {message}" for reference, message in result.not_installed]
+
+
+def summarize(config: config_module.Config, choice: Optional[ProfileChoice] = None) -> list[str]:
+    """Return one line per part of the configuration, without any secret.
+
+    ``choice`` is the resolved device profile, shown with the reason it applies.
+    """
     source = config.source
     models = config.models.role_models()
     roles = ", ".join(
@@ -111,10 +156,14 @@ def summarize(config: config_module.Config) -> list[str]:
         auth = f"user {mqtt.username}, no password"
     else:
         auth = "anonymous"
+    if choice is not None:
+        profile = f"{choice.profile.name} ({choice.source}: {choice.reason})"
+    else:
+        profile = config.profile or "detected from this machine"
 
     return [
         f"source: {describe_spec(source.spec)} ({classify_spec(source.spec).value}), every_n {source.every_n}",
-        f"profile: {config.profile or 'detected from this machine'}",
+        f"profile: {profile}",
         f"models: {roles}",
         f"store: {config.store or 'default ($EDGE_RUNTIME_MODELS, $STATE_DIRECTORY/models, ...)'}",
         f"window: {config.window_s:g} s, stats every {config.stats_interval_s:g} s",

@@ -1,4 +1,8 @@
-"""``edge-runtime profile``: which board this is, which device profile applies, and which backend each model gets."""
+"""``edge-runtime profile``: which board this is, which device profile applies, and which backend each model gets.
+
+The report is printed in full even when a role's model has an error (not in
+the catalog, no usable backend, failed to load); the command then exits 1.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +30,8 @@ from edge_runtime.profiles import (
 from edge_runtime.selection import Selection, Skip, explain_model
 
 logger = logging.getLogger(__name__)
+
+EXIT_ROLE_ERROR = 1
 
 # CPU flags that decide which backend and precision run fast: vector widths, int8 dot products, fp16/bf16.
 NOTABLE_FLAGS = (
@@ -293,4 +299,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
     else:
         print(format_report(report, choice.board))
-    return 0
+
+    failed = [entry for entry in report["models"] if entry.get("error")]
+    if failed:
+        roles = ", ".join(f"{entry['role']} ({entry['model']})" for entry in failed)
+        logger.error("model errors in roles %s; the report above gives each error", roles)
+    return EXIT_ROLE_ERROR if failed else 0

@@ -2,12 +2,14 @@
 
 ``install`` writes the unit, the drop-ins this machine needs, an empty
 credentials directory and, when none exists, the configuration skeleton,
-all from the templates in ``edge_runtime.service.files``. ``--root DIR``
-writes into an image root instead of ``/``. ``systemctl daemon-reload`` and
+all from the templates in ``edge_runtime.service.files``. The unit's
+ExecStart= runs the ``edge-runtime`` script of the environment that runs
+this command, or ``--exec PATH``. ``--root DIR`` writes into an image root
+instead of ``/``. ``systemctl daemon-reload`` and
 ``enable`` run only when systemd is PID 1 (for ``--root``,
 ``systemctl --root=DIR enable`` runs instead, which only writes symlinks).
 ``status`` shows the unit's state from ``systemctl show``, checks the
-configuration and verifies the model store.
+configuration, looks up its models and verifies the model store.
 
 ``systemd/install.sh`` creates the virtual environment, installs the same
 templates and pulls the models; this command covers an environment that
@@ -27,6 +29,7 @@ from typing import Optional, Sequence
 
 from edge_runtime import config as config_module
 from edge_runtime.errors import ConfigError, EdgeRuntimeError
+from edge_runtime.model_references import check_models, model_references
 from edge_runtime.models.store import ModelStore
 from edge_runtime.service import files
 
@@ -57,6 +60,16 @@ def register(subparsers) -> None:
         ),
     )
     add_root_options(install)
+    install.add_argument(
+        "--exec",
+        dest="executable",
+        type=Path,
+        metavar="PATH",
+        help=(
+            f"edge-runtime executable that ExecStart= runs (default: {files.default_executable()}, the one of "
+            f"this environment; systemd/install.sh uses {files.EXECUTABLE}). Must exist, except with --root"
+        ),
+    )
     install.add_argument(
         "--board",
         choices=BOARDS,
@@ -139,6 +152,17 @@ class Installer:
     def __init__(self, dry_run: bool) -> None:
         self.dry_run = dry_run
 
+    def write(self, target: Path, text: str, note: str, mode: int = 0o644) -> None:
+        """Write ``text`` to ``target`` through a temporary file, so a reader never sees half a file."""
+        print(f"write {target} (mode {mode:04o}) {note}")
+        if self.dry_run:
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.tmp")
+        temporary.write_text(text, encoding="utf-8")
+        temporary.chmod(mode)
+        os.replace(temporary, target)
+
     def copy(self, source: Path, target: Path, mode: int = 0o644) -> None:
         print(f"write {target} (mode {mode:04o}) from {source}")
         if self.dry_run:
@@ -184,9 +208,11 @@ def install_command(args: argparse.Namespace) -> int:
     installer = Installer(args.dry_run)
     templates = files.template_dir()
     board = detect_board() if args.board == "auto" else args.board
+    executable = check_executable(args.executable, root)
 
     unit_path = under(root, files.UNIT_DIR / files.UNIT_NAME)
-    installer.copy(templates / files.UNIT_NAME, unit_path)
+    unit_text = files.render_unit((templates / files.UNIT_NAME).read_text(encoding="utf-8"), executable)
+    installer.write(unit_path, unit_text, f"from {templates / files.UNIT_NAME} with ExecStart={executable}")
     dropin_dir = unit_path.with_name(files.UNIT_NAME + ".d")
     for name in dropins_for(board):
         installer.copy(files.dropin_path(name), dropin_dir / name)
@@ -199,17 +225,39 @@ def install_command(args: argparse.Namespace) -> int:
     # Only root reads the credential sources; systemd hands copies to the service.
     installer.mkdir(under(root, files.CREDENTIALS_DIR), 0o700)
 
-    executable = under(root, files.EXECUTABLE)
-    if not executable.exists():
-        print(
-            f"note: {executable} does not exist yet; the unit starts that file, so create the virtual "
-            "environment there (systemd/install.sh does)"
-        )
-
     if args.no_enable:
         print("not enabled (--no-enable)")
         return 0
     return 0 if enable_unit(installer, root, now=args.now) else 1
+
+
+def check_executable(requested: Optional[Path], root: Path) -> Path:
+    """Return the executable for ExecStart=: ``requested`` (--exec), else the running environment's.
+
+    Installing into ``/`` raises ConfigError when the file does not exist or
+    is not executable. Under ``--root`` the file may not exist yet while the
+    image is built, so that only prints a warning.
+    """
+    executable = requested if requested is not None else files.default_executable()
+    if not executable.is_absolute():
+        raise ConfigError(f"--exec {executable} is relative; pass the absolute path of the edge-runtime executable")
+    option = "--exec" if requested is not None else "the executable of this environment"
+
+    if root.resolve() != Path("/"):
+        target = under(root, executable)
+        if not target.is_file():
+            print(
+                f"warning: {target} does not exist yet; the unit starts {executable}, so create it in the "
+                f"image (systemd/install.sh creates {files.EXECUTABLE}) or pass --exec PATH"
+            )
+        return executable
+
+    if not executable.is_file() or not os.access(executable, os.X_OK):
+        raise ConfigError(
+            f"{option} {executable} does not exist or is not executable, so the unit could not start; pass "
+            "--exec with the path of the edge-runtime script, e.g. --exec \"$(command -v edge-runtime)\""
+        )
+    return executable
 
 
 def enable_unit(installer: Installer, root: Path, *, now: bool) -> bool:
@@ -298,17 +346,31 @@ def status_command(args: argparse.Namespace) -> int:
 
     config_path = under(root, files.CONFIG_PATH)
     credentials = under(root, files.CREDENTIALS_DIR)
+    root_flag = f" --root {root}" if root.resolve() != Path("/") else ""
     try:
         config = config_module.load_config(
-            config_path, credentials_directory=credentials if credentials.is_dir() else None
+            config_path,
+            credentials_directory=credentials if credentials.is_dir() else None,
+            missing_hint=f"run 'edge-runtime service install{root_flag}', which writes a skeleton there",
         )
     except ConfigError as exc:
         print(f"config: {config_path} invalid")
         raise ConfigError(str(exc)) from None
-    print(f"config: {config_path} valid")
 
     store_root = under(root, config.store.absolute()) if config.store else under(root, files.STATE_DIR / "models")
-    return EXIT_MODEL if not check_store(ModelStore(store_root)) else 0
+    store = ModelStore(store_root)
+    # The device profile would be detected on the target board, so only the config's own choices are looked up.
+    references = check_models(model_references(config), store, f" --store {store_root}")
+    if references.unknown:
+        print(f"config: {config_path} invalid")
+        lines = [f"{config_path}: {reference.key}: {message}" for reference, message in references.unknown]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines))
+    print(f"config: {config_path} valid")
+
+    store_ok = check_store(store)
+    for reference, message in references.not_installed:
+        print(f"models: {reference.name} ({reference.key}): {message}")
+    return EXIT_MODEL if not store_ok or references.not_installed else 0
 
 
 def check_store(store: ModelStore) -> bool:

@@ -234,3 +234,64 @@ def test_example_config_documents_every_key() -> None:
     documented = _yaml_paths(yaml.safe_load(EXAMPLE.read_text(encoding="utf-8")))
 
     assert documented == _field_paths(Config)
+
+
+def test_wrong_type_shows_value_and_fix(tmp_path) -> None:
+    path = write(tmp_path, "source:\n  every_n: two\n  realtime: maybe\nwindow_s: 10s\n")
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+
+    message = str(caught.value)
+    assert f"{path}:2: source.every_n: 'two' is not an integer; write a whole number" in message
+    assert f"{path}:3: source.realtime: 'maybe' is not a boolean; write true or false" in message
+    assert f"{path}:4: window_s: '10s' is not a number" in message
+    assert "Input should be" not in message
+
+
+def test_errors_sorted_by_line(tmp_path) -> None:
+    path = write(tmp_path, "mqtt:\n  qos: 5\nwindow_s: 0\nsource:\n  every_n: 0\n")
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+
+    lines = str(caught.value).splitlines()[1:]
+    assert [line.split(": ")[0] for line in lines] == [f"  {path}:2", f"  {path}:3", f"  {path}:5"]
+    assert "mqtt.qos: 5 is not one of 0, 1 or 2" in lines[0]
+    assert "window_s: 0 is too small; give a value > 0" in lines[1]
+
+
+def test_unknown_key_suggests_close_key(tmp_path) -> None:
+    path = write(tmp_path, "source:\n  relatime: true\nwindow: 5\nzzz: 1\n")
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+
+    lines = str(caught.value).splitlines()[1:]
+    assert "source.relatime: unknown key; did you mean `realtime`?" in lines[0]
+    assert "`edge-runtime config schema` prints every key" in lines[0]
+    assert "window: unknown key; did you mean `window_s`?" in lines[1]
+    assert "zzz: unknown key; the keys here are source, models, profile" in lines[2]
+    assert "examples/config.yaml" not in str(caught.value)
+
+
+def test_scalar_section_shows_expected_form(tmp_path) -> None:
+    path = write(tmp_path, "source: 0\nmqtt: mqtt://127.0.0.1:1884\n")
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+
+    message = str(caught.value)
+    assert f"{path}:1: source: 0 is a single value, but source takes a mapping" in message
+    assert 'write it as source: {spec: "0"}' in message
+    assert 'write it as mqtt: {broker: "mqtt://127.0.0.1:1884"}' in message
+
+
+@pytest.mark.parametrize("url", ["mqtt://127.0.0.1:99999", "mqtt://127.0.0.1:port", "mqtt://127.0.0.1:0"])
+def test_broker_port_error_names_fix(url) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"mqtt": {"broker": url}})
+
+    message = str(caught.value)
+    assert f"broker URL {url!r} has an invalid port" in message
+    assert "give a port from 1 to 65535, e.g. mqtt://127.0.0.1:1883" in message

@@ -161,3 +161,20 @@ def test_json_schema_rejects_unknown_key() -> None:
 
     with pytest.raises(jsonschema.ValidationError, match="thread"):
         jsonschema.validate(data, profile_json_schema())
+
+
+def test_override_typo_names_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    override = tmp_path / "site.yaml"
+    override.write_text("num_threads: 2\nlatency_budget_ms: {detekt: 5}\ndetection:\n  intervl: 3\n")
+    monkeypatch.setenv(OVERRIDE_FILE_ENV, str(override))
+
+    with pytest.raises(ConfigError) as caught:
+        resolve_profile("generic-x86_64", root=make_tree(tmp_path / "root"))
+
+    lines = str(caught.value).splitlines()
+    assert lines[0] == f"{override} (merged over profile generic-x86_64): invalid device profile:"
+    assert lines[1].startswith(f"  {override}:2: latency_budget_ms.detekt: 'detekt' is not an allowed key here")
+    assert "'detect'" in lines[1]
+    assert lines[2] == (
+        f"  {override}:4: detection.intervl: unknown key; 'edge-runtime profile --schema' prints every key"
+    )

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import logging
 import platform
 from pathlib import Path
 
 import pytest
 
 from edge_runtime.backends import describe_backends
-from edge_runtime.capture.runner import LatencyRecorder, Runner
 from edge_runtime.cli import main
 from edge_runtime.models import ModelStore
 from edge_runtime.profiles import profile_json_schema
@@ -136,19 +134,15 @@ def test_schema_option_prints_stored_schema(capsys: pytest.CaptureFixture) -> No
     assert printed == json.loads((REPO_PROFILES / "profile.schema.json").read_text())
 
 
-def test_latency_budget_warns(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="edge_runtime.capture.runner")
-    # Only the latency parts of a Runner take part in the budget check.
-    runner = Runner.__new__(Runner)
-    runner.latency = LatencyRecorder()
-    runner.latency_budget_ms = {"detect": 50.0, "frame": 500.0}
-    for milliseconds in (40.0, 80.0, 90.0):
-        runner.latency.add("detect", milliseconds)
-        runner.latency.add("frame", milliseconds * 2)
+def test_unknown_config_model_exits_nonzero(
+    tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = tmp_path / "m.yaml"
+    config.write_text("models:\n  detector: mtcn\n")
 
-    summary = runner._take_interval_latency()
+    status = main(["--log-level", "WARNING", "profile", "--config", str(config), "--no-load"])
 
-    assert summary["detect"].count == 3
-    (record,) = caplog.records
-    assert "stage detect took 70.0 ms" in record.getMessage()
-    assert "budget of 50 ms" in record.getMessage()
+    captured = capsys.readouterr()
+    assert status == 1
+    assert "error: model 'mtcn' is not in the catalog" in captured.out
+    assert "model errors in roles detector (mtcn)" in caplog.text

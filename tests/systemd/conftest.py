@@ -59,9 +59,9 @@ def add_system_units(root: Path) -> None:
     pytest.skip("no systemd unit directory with sysinit.target on this machine")
 
 
-def add_stub_executable(root: Path) -> Path:
-    """Create the unit's ExecStart binary in ``root``, since the virtual environment is not built."""
-    path = root / EXEC_PATH
+def add_stub_executable(root: Path, relative: Path = EXEC_PATH) -> Path:
+    """Create the unit's ExecStart binary at ``relative`` in ``root``, since the virtual environment is not built."""
+    path = root / relative
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("#!/bin/sh\nexit 0\n")
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
