@@ -3,7 +3,9 @@
 Without ``--quick``, the files go to ``bench/results/<board>.json``, ``.csv``
 and ``.png`` (``<board>`` as ``board_slug`` names this machine), unless
 ``--output-dir`` or ``--name`` is given. With ``--quick``, the command's
-own defaults apply, so a smoke run never replaces a record. Every option
+own defaults apply (``./bench-results/``, ignored by git, and no
+``latest.json`` unless ``--latest``), so a smoke run never replaces a
+record. Every option
 of ``edge-runtime bench`` passes through. The standard set is
 ``python -m bench --video WolfgangLanger_Pexels.mp4``.
 """

@@ -16,12 +16,20 @@ from typing import Optional, Sequence
 import numpy as np
 
 from edge_runtime.backends.base import Backend, Feeds, Session, SessionOptions, TensorSpec
+from edge_runtime.backends.native_stderr import capture_native_stderr
 from edge_runtime.errors import BackendError
 
 logger = logging.getLogger(__name__)
 
 
 EDGETPU_LIBRARY = "libedgetpu.so.1"
+
+# Printed by the TFLite runtime's C++ logger when the process applies its
+# first XNNPACK delegate, whatever the Python log level.
+XNNPACK_NOTICE = "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+
+# True until a load has printed the notice: loads capture native stderr only until then.
+_xnnpack_notice_pending = True
 
 
 def _interpreter_module():
@@ -30,6 +38,27 @@ def _interpreter_module():
     except ImportError:
         from ai_edge_litert import interpreter  # type: ignore[import-not-found]
     return interpreter
+
+
+def _allocate_tensors(interpreter) -> None:
+    """Call ``allocate_tensors``, which applies the default XNNPACK delegate, and log its notice at INFO.
+
+    TFLite's minimal logger prints the notice from C++ to stderr. It takes
+    its threshold only from C++ (``MinimalLogger::SetMinimumLogSeverity``),
+    which ai-edge-litert 2.3.0 does not expose to Python, and it ignores
+    ``TF_CPP_MIN_LOG_LEVEL``. So until the notice has appeared once, this
+    call runs with native stderr captured: the notice becomes an INFO record
+    that ``--log-level`` filters, and every other line goes to stderr as it was.
+    """
+    global _xnnpack_notice_pending
+    if not _xnnpack_notice_pending:
+        interpreter.allocate_tensors()
+        return
+
+    with capture_native_stderr(frozenset({XNNPACK_NOTICE}), logger) as seen:
+        interpreter.allocate_tensors()
+    if seen:
+        _xnnpack_notice_pending = False
 
 
 def _delegate_settings(options: SessionOptions) -> tuple[Optional[int], list[tuple[str, dict[str, str]]]]:
@@ -187,11 +216,6 @@ class TfliteBackend(Backend):
             return f"ai-edge-litert {version}"
 
     def load(self, path: Path, options: SessionOptions = SessionOptions()) -> Session:
-        # NOTE: the first interpreter of a process prints "INFO: Created TensorFlow Lite XNNPACK delegate
-        # for CPU." to stderr from C++, whatever the Python log level. TFLite's minimal logger takes its
-        # threshold only from C++ (MinimalLogger::SetMinimumLogSeverity), and ai-edge-litert 2.3.0 exposes no
-        # setter to Python. TF_CPP_MIN_LOG_LEVEL set to 1, 2 or 3 before import leaves the line in place.
-        # Dropping the default delegate to hide it would give up XNNPACK.
         module = _interpreter_module()
         threads, external = _delegate_settings(options)
 
@@ -212,7 +236,7 @@ class TfliteBackend(Backend):
             interpreter = module.Interpreter(
                 model_path=str(path), num_threads=threads, experimental_delegates=delegates or None
             )
-            interpreter.allocate_tensors()
+            _allocate_tensors(interpreter)
         except Exception as exc:
             raise BackendError(f"{path}: the TFLite interpreter cannot load the model: {exc}") from exc
         if delegates:

@@ -52,6 +52,11 @@ RUN_LATENCY_SAMPLES = 10_000
 # failure is then no longer a single bad frame.
 MAX_CONSECUTIVE_FAILURES = 50
 
+# A stage's mean is compared with its budget only over at least this many
+# samples, so a short run or the slow first frames after model load do not warn.
+MIN_BUDGET_SAMPLES = 30
+
+
 class Analyzer(Protocol):
     """Interface of the analyzer that the runner uses; ``edge_runtime.vision.analyzer.FaceAnalyzer`` implements it."""
 
@@ -99,6 +104,45 @@ class LatencyRecorder:
             for stage, samples in self._run.items()
             if samples
         }
+
+
+class LatencyBudget:
+    """Target mean milliseconds per stage from the device profile, checked once per stats interval.
+
+    Samples of an interval with fewer than ``min_samples`` per stage carry
+    over to the next interval, so a slow device that analyzes few frames per
+    interval is still checked, and a run shorter than ``min_samples`` frames
+    is never.
+    """
+
+    def __init__(self, budget_ms: Mapping[str, float], min_samples: int = MIN_BUDGET_SAMPLES) -> None:
+        self.budget_ms = dict(budget_ms)
+        self.min_samples = min_samples
+        self._pending_sum: dict[str, float] = collections.defaultdict(float)
+        self._pending_count: dict[str, int] = collections.defaultdict(int)
+
+    def check(self, summary: Mapping[str, LatencySummary]) -> list[str]:
+        """Add one interval's summary; log a WARNING per stage over its budget and return those stages."""
+        over: list[str] = []
+        for stage, budget_ms in self.budget_ms.items():
+            if stage not in summary:
+                continue
+            self._pending_sum[stage] += summary[stage].mean_ms * summary[stage].count
+            self._pending_count[stage] += summary[stage].count
+            count = self._pending_count[stage]
+            if count < self.min_samples:
+                continue
+
+            mean_ms = self._pending_sum[stage] / count
+            self._pending_sum[stage] = 0.0
+            self._pending_count[stage] = 0
+            if mean_ms > budget_ms:
+                logger.warning(
+                    "stage %s took %.1f ms on average over the last %d frames, above the profile's budget of %.0f ms",
+                    stage, mean_ms, count, budget_ms,
+                )
+                over.append(stage)
+        return over
 
 
 def plural(count: int, noun: str) -> str:
@@ -158,8 +202,8 @@ class Runner:
         latency_budget_ms: Optional[Mapping[str, float]] = None,
     ) -> None:
         self.config = config
-        # Mean milliseconds per stage from the device profile; a stats interval above it logs a WARNING.
-        self.latency_budget_ms = dict(latency_budget_ms or {})
+        # Mean milliseconds per stage from the device profile; a mean above it logs a WARNING.
+        self.latency_budget = LatencyBudget(latency_budget_ms or {})
         self.analyzer = analyzer
         self.source = source
         self.publisher = publisher
@@ -171,6 +215,8 @@ class Runner:
         self._stop_lock = threading.Lock()
         # Status messages are built and queued under this lock, so the last one queued is the newest.
         self._status_lock = threading.Lock()
+        self._status_source_state: Optional[SourceState] = None
+        self._status_closed = False
         self._started_wall = time.time()
 
     def stop(self, reason: str = "stop requested") -> None:
@@ -192,7 +238,7 @@ class Runner:
 
         self.publisher.start()
         self._started_wall = started_wall
-        # Every source state change (streaming, stalled, reconnecting) replaces the retained status.
+        # Every source state change (streaming, stalled, reconnecting, ended) replaces the retained status.
         self.source.add_state_listener(self._on_source_state)
         self._publish_status()
         self.hooks.started()
@@ -266,6 +312,7 @@ class Runner:
                 read_start = time.perf_counter()
         finally:
             self.source.remove_state_listener(self._on_source_state)
+            self._publish_final_status()
             stopped = self._stop_reason is not None
             self.hooks.stopping(self._stop_reason or reason)
             if stopped:
@@ -381,26 +428,43 @@ class Runner:
         logger.debug("stats published: %.1f fps over %.1f s", message["fps"], interval_s)
 
     def _take_interval_latency(self) -> dict[str, LatencySummary]:
-        """Take the interval's latency summary and log a WARNING for each stage whose mean exceeds its budget."""
+        """Take the interval's latency summary and check it against the profile's budget."""
         summary = self.latency.take_interval()
-        for stage, budget_ms in self.latency_budget_ms.items():
-            if stage in summary and summary[stage].mean_ms > budget_ms:
-                logger.warning(
-                    "stage %s took %.1f ms on average over the last %d frames, above the profile's budget of %.0f ms",
-                    stage, summary[stage].mean_ms, summary[stage].count, budget_ms,
-                )
+        self.latency_budget.check(summary)
         return summary
 
-    def _publish_status(self) -> None:
+    def _publish_status(self) -> bool:
+        """Queue the retained status; return False once the run has published its final one."""
         with self._status_lock:
-            self.publisher.publish_json(self.publisher.topics.status, self._status(self._started_wall), retain=True)
+            if self._status_closed:
+                return False
+            self._queue_status_locked()
+            return True
+
+    def _queue_status_locked(self) -> None:
+        self.publisher.publish_json(self.publisher.topics.status, self._status(self._started_wall), retain=True)
+        self._status_source_state = self.source.health.state
+
+    def _publish_final_status(self) -> None:
+        """Republish the status once more if the source state changed since the last one, then publish no more.
+
+        A file source that ran out is ``ended`` here, so the retained status
+        shows ``ended`` after the runner stops, next to ``offline`` on the
+        availability topic. After ``stop()`` the source is still
+        ``streaming`` here and the status keeps that state, so ``offline``
+        alone tells that the service stopped. A listener call racing with
+        the end of the run finds the status closed and publishes nothing.
+        """
+        with self._status_lock:
+            if self.source.health.state is not self._status_source_state:
+                self._queue_status_locked()
+                logger.info("status republished: source %s", self.source.health.state.value)
+            self._status_closed = True
 
     def _on_source_state(self, health: SourceHealth) -> None:
-        """Republish the retained status; ``ended`` is left out because ``offline`` follows it."""
-        if health.state is SourceState.ENDED:
-            return
-        self._publish_status()
-        logger.info("status republished: source %s", health.state.value)
+        """Republish the retained status on every source state change, ``ended`` included."""
+        if self._publish_status():
+            logger.info("status republished: source %s", health.state.value)
 
     def _status(self, started_wall: float) -> dict[str, Any]:
         config = self.config

@@ -70,6 +70,12 @@ def result_as_dict(result: FaceResult) -> dict[str, Any]:
     }
 
 
+def reading_order(result: FaceResult) -> tuple[float, float]:
+    """Return the sort key of a face in the output: the box's left edge, then its top edge, in pixels."""
+    x1, y1, _, _ = result.detection.box
+    return (x1, y1)
+
+
 def _format_distribution(distribution: dict[str, float]) -> str:
     ordered = sorted(distribution.items(), key=lambda item: -item[1])
     return ", ".join(f"{label} {probability:.2f}" for label, probability in ordered)
@@ -141,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
         frame_documents = []
         count = 0
         for frame in frames:
-            results = analyzer.analyze(frame.image)
+            # Detectors return faces by score; a user reads them left to right.
+            results = sorted(analyzer.analyze(frame.image), key=reading_order)
             timings = {stage: round(ms, 2) for stage, ms in analyzer.last_timings_ms.items()}
             count += 1
 

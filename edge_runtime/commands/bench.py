@@ -2,7 +2,9 @@
 
 Writes ``<name>.json``, ``<name>.csv`` and ``<name>.png`` to
 ``--output-dir`` (default ``./bench-results``), replaces
-``<state dir>/bench/latest.json`` with the JSON document, prints a table
+``<state dir>/bench/latest.json`` with the JSON document (with ``--quick``
+only when ``--latest`` is given, because ``selection: auto`` reads it and a
+smoke run's numbers mean little), prints a table
 on stdout and one progress line per measurement on stderr. With
 ``--publish`` it also publishes a compact summary, retained, to
 ``<prefix>/<device_id>/bench``. ``edge_runtime.benchmark`` describes
@@ -105,8 +107,12 @@ def register(subparsers) -> None:
                         help="where the JSON, CSV and PNG files go (default: ./bench-results)")
     parser.add_argument("--name", metavar="NAME",
                         help="file name of the results without extension (default: <board>-<UTC date and time>)")
-    parser.add_argument("--no-latest", action="store_true",
-                        help="do not replace <state dir>/bench/latest.json, which backend selection reads")
+    latest = parser.add_mutually_exclusive_group()
+    latest.add_argument("--latest", action="store_true",
+                        help="replace <state dir>/bench/latest.json even with --quick")
+    latest.add_argument("--no-latest", action="store_true",
+                        help="do not replace <state dir>/bench/latest.json, which backend selection reads "
+                             "(the default with --quick)")
     parser.add_argument("--cache-dir", type=Path, metavar="DIR", help="download cache of the sample photo")
     parser.add_argument("--note", metavar="TEXT",
                         help="free text stored in the settings, e.g. 'idle, fan on' or 'under load'")
@@ -347,9 +353,19 @@ def _write_outputs(args: argparse.Namespace, report: BenchReport, started: datet
     print(render_table(report), end="")
     print_progress(f"wrote {json_path}, {csv_path} and {png_path}")
 
-    if not args.no_latest:
+    if _replaces_latest(args):
         print_progress(f"wrote {write_latest(report, latest_path())}")
+    elif args.quick and not args.no_latest:
+        print_progress(
+            f"left {latest_path()} as it is, because --quick numbers mean little; pass --latest to replace it"
+        )
 
+
+def _replaces_latest(args: argparse.Namespace) -> bool:
+    """Return True when the run replaces ``latest.json``: by default, but with --quick only when --latest is given."""
+    if args.latest:
+        return True
+    return not args.quick and not args.no_latest
 
 
 def _finish_mqtt(args: argparse.Namespace, report: BenchReport, mqtt: MqttConfig, device_id: str) -> None:

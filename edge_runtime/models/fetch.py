@@ -71,6 +71,39 @@ class FetchOptions:
 # --------------------------------------------------------------------------
 # Atomic files
 
+# Modes that open() and mkdir() request for a new file or directory before the umask applies.
+NEW_FILE_MODE = 0o666
+NEW_DIRECTORY_MODE = 0o777
+
+
+def current_umask() -> int:
+    """Return the process umask without changing it where Linux reports it.
+
+    ``/proc/self/status`` has a ``Umask:`` line since Linux 4.7. Elsewhere the
+    mask is read by setting and restoring it, which another thread could race.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_mode(requested: int = NEW_FILE_MODE) -> int:
+    """Return ``requested`` minus the umask: the mode a plain open() or mkdir() gives a new path.
+
+    ``tempfile.mkstemp`` and ``mkdtemp`` create 0600 files and 0700 directories,
+    which a service running as another user (systemd ``DynamicUser=yes``) cannot
+    read, so atomic writers set this mode before the rename.
+    """
+    return requested & ~current_umask()
+
 
 def fsync_directory(directory: Path) -> None:
     """Flush a directory entry to disk so that a rename in it survives a power cut.
@@ -92,6 +125,9 @@ def fsync_directory(directory: Path) -> None:
 class AtomicFile:
     """A ``.part`` file beside ``dest`` that replaces ``dest`` only on ``commit()``.
 
+    The result has the mode a plain open() would give it (0666 minus the
+    umask), not the 0600 of ``mkstemp``.
+
     Use as a context manager; leaving the block without ``commit()`` deletes
     the temporary file, so an error never leaves a partial file behind.
     """
@@ -106,6 +142,7 @@ class AtomicFile:
         self.dest.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=self.dest.parent, prefix=f".{self.dest.name}.", suffix=".part")
         self.temp_path = Path(name)
+        os.fchmod(fd, default_mode(NEW_FILE_MODE))
         self._handle = os.fdopen(fd, "wb")
         return self
 
@@ -580,6 +617,8 @@ __all__ = [
     "FetchOptions",
     "Progress",
     "copy_file_atomic",
+    "current_umask",
+    "default_mode",
     "download_distribution",
     "extract_member",
     "fetch_pypi_member",

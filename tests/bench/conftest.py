@@ -58,6 +58,8 @@ def video_run(model_store, mosquitto_broker, shared_data, tmp_path_factory) -> B
             "--device-id", DEVICE_ID,
             "--publish",
             "--output-dir", str(output_dir),
+            # --quick leaves latest.json alone unless asked; the selection tests read it.
+            "--latest",
         ],
         state_dir,
     )

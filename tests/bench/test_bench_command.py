@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import stat
 import threading
 import time
 
@@ -24,6 +25,7 @@ from edge_runtime.benchmark.summary import summary_topic
 from edge_runtime.commands import bench as bench_command
 from edge_runtime.commands.bench import QUICK
 from edge_runtime.loader import select_variants
+from edge_runtime.models.fetch import current_umask
 from edge_runtime.profiles import parse_profile
 from edge_runtime.selection import explain_model
 from tests.bench.conftest import DEVICE_ID, PREFIX, run_bench
@@ -89,6 +91,8 @@ def test_latest_json_written(video_run):
     assert data == video_run.document
     assert data["classify"]
     assert data["detect"]
+    # Readable by the service's user when root runs the benchmark: the mode a plain open() gives.
+    assert stat.S_IMODE(latest.stat().st_mode) == 0o666 & ~current_umask()
 
 
 def test_every_stage_measured(video_run):
@@ -316,6 +320,34 @@ def test_sample_photo_without_video(model_store, tmp_path):
     assert {row["backend"] for row in document["results"] if row["stage"] in MODEL_STAGES} == {"tflite"}
     assert document["pipeline"]["mqtt"]["mode"] == "encode only"
     assert not (state_dir / "bench" / "latest.json").exists()
+
+
+def test_quick_run_keeps_latest_json(model_store, tmp_path):
+    state_dir = tmp_path / "state"
+    latest = state_dir / "bench" / "latest.json"
+    latest.parent.mkdir(parents=True)
+    latest.write_text("{}\n")
+
+    process = run_bench(
+        [
+            "--quick", "--store", str(model_store.root), "--backends", "tflite", "--iterations", "2",
+            "--output-dir", str(tmp_path / "out"), "--name", "quick",
+        ],
+        state_dir,
+    )
+
+    assert process.returncode == 0, process.stderr[-4000:]
+    assert (tmp_path / "out" / "quick.json").is_file()
+    assert latest.read_text() == "{}\n"
+    assert f"left {latest} as it is" in process.stderr
+    assert "--latest" in process.stderr
+
+
+def test_latest_and_no_latest_conflict(tmp_path):
+    process = run_bench(["--quick", "--latest", "--no-latest"], tmp_path / "state")
+
+    assert process.returncode == 2
+    assert "--no-latest: not allowed with argument --latest" in process.stderr
 
 
 def test_latest_json_feeds_backend_selection(video_run):

@@ -13,6 +13,7 @@ from edge_runtime.benchmark.platform_info import board_slug, cpu_model, describe
 from edge_runtime.benchmark.timing import LatencyStats, peak_rss_mib, reset_peak_rss, time_calls
 from edge_runtime.bench_latest import latest_path, state_dir
 from edge_runtime.benchmark.writers import output_stem
+from edge_runtime.commands.bench import DEFAULT_OUTPUT_DIR
 
 
 def test_stats_of_known_samples():
@@ -145,4 +146,13 @@ def test_standard_scenario_quick_keeps_defaults():
 
     assert "--output-dir" not in arguments
     assert "--name" not in arguments
+    assert "--latest" not in arguments
     assert Path(RESULTS_DIR).name == "results"
+
+
+def test_default_output_dir_ignored_by_git():
+    gitignore = Path(RESULTS_DIR).parents[1] / ".gitignore"
+
+    patterns = gitignore.read_text().splitlines()
+
+    assert f"{DEFAULT_OUTPUT_DIR}/" in patterns

