@@ -287,3 +287,30 @@ def batches(array: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
     """Yield ``array`` in slices of ``batch_size`` along the first axis."""
     for start in range(0, len(array), batch_size):
         yield array[start : start + batch_size]
+
+
+def photos_of(crop_set: CropSet) -> list[tuple[np.ndarray, list[tuple[float, float, float, float]]]]:
+    """Return each distinct photo of ``crop_set`` with the boxes of its faces, in first-face order."""
+    photos: dict[int, tuple[np.ndarray, list]] = {}
+    for image, detection in crop_set.faces or []:
+        photos.setdefault(id(image), (image, []))[1].append(tuple(detection.box))
+    return list(photos.values())
+
+
+def partition_by_photo(crop_set: CropSet, roles: Sequence[str]) -> dict[str, CropSet]:
+    """Split ``crop_set`` by photo: the i-th distinct photo's faces go to ``roles[i % len(roles)]``.
+
+    Faces of one photo stay together, so no photo is in two parts. Returns
+    one CropSet per distinct role; a role that gets no photo is missing.
+    """
+    if crop_set.faces is None:
+        raise ConversionError(f"the crops from {crop_set.origin} have no photos to split by")
+    order: dict[int, int] = {}
+    parts: dict[str, tuple[list, list]] = {}
+    for crop, (image, detection) in zip(crop_set.crops, crop_set.faces):
+        index = order.setdefault(id(image), len(order))
+        crops, faces = parts.setdefault(roles[index % len(roles)], ([], []))
+        crops.append(crop)
+        faces.append((image, detection))
+    return {role: CropSet(crops, crop_set.origin, crop_set.detector, faces=faces)
+            for role, (crops, faces) in parts.items()}

@@ -121,23 +121,36 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--features-output", action="store_true",
                         help="emotion models: add the penultimate-layer features as a second output named 'features'")
     export.add_argument("--ort-calibration", choices=("best", "minmax", "entropy", "percentile"), default="best",
-                        help="ONNX Runtime calibration method for int8 ONNX; best tries each and keeps the one with "
-                        "the highest top-1 agreement (default: best)")
+                        help="ONNX Runtime calibration method for int8 ONNX; best tries each, with and without the "
+                        "first and last layers in float, plus minmax in QOperator format and NNCF accuracy control, "
+                        "and keeps the one with the highest top-1 agreement on the selection set (default: best)")
 
     export.add_argument("--nncf-preset", choices=("best", "performance", "mixed"), default="best",
                         help="NNCF preset for int8 OpenVINO: performance uses symmetric activations, mixed "
-                        "asymmetric ones; best tries both and keeps the higher top-1 agreement (default: best)")
+                        "asymmetric ones; best tries both, with and without the first and last layers in float, plus "
+                        "NNCF accuracy control, and keeps the highest top-1 agreement on the selection set "
+                        "(default: best)")
+
+    export.add_argument("--tflite-recipe", choices=("best", "full-int8", "float-ends"), default="best",
+                        help="int8 TFLite recipe: full-int8 runs every op in int8, float-ends keeps the first and "
+                        "last compute layers and the output softmax in float32; best tries both and keeps the "
+                        "highest top-1 agreement on the selection set (default: best)")
 
     data = parser.add_argument_group("calibration and parity data")
     data.add_argument("--calibration-photos", type=Path, metavar="DIR",
                       help="folder of face photos; faces are cut with the runtime's detector (default: a built-in "
                       "public-domain photo from the scikit-image wheel, downloaded with pip and hash-checked)")
-    data.add_argument("--parity-photos", type=Path, metavar="DIR", help="folder of face photos for the parity check (default: the calibration photos)")
+    data.add_argument("--parity-photos", type=Path, metavar="DIR",
+                      help="folder of face photos for the parity check (default: every fourth calibration photo, "
+                      "held out from calibration and selection)")
     data.add_argument("--model-store", type=Path, metavar="DIR",
                       help="edge-runtime model store holding the face detector (mtcnn or blazeface) that cuts the "
                       "crops (default: the runtime's default store; without a detector a centred square is cut)")
     data.add_argument("--calibration-count", metavar="N", type=int, default=64, help="face crops used for int8 calibration, augmented up to this count (default: 64)")
     data.add_argument("--parity-count", metavar="N", type=int, default=100, help="face crops the parity check runs on, augmented up to this count (default: 100)")
+    data.add_argument("--selection-count", metavar="N", type=int, default=64,
+                      help="face crops from calibration photos not used for calibration, augmented up to this count, "
+                      "on which int8 candidates are ranked and accuracy control is judged (default: 64)")
 
     checks = parser.add_argument_group("parity tolerances")
     checks.add_argument("--tolerance-fp32", metavar="ABS", type=float, default=DEFAULT_TOLERANCES["fp32"].value,
@@ -175,13 +188,15 @@ def request_from_args(args: argparse.Namespace):
         targets=args.targets, precisions=args.precisions, opset=args.opset,
         calibration_photos=args.calibration_photos, parity_photos=args.parity_photos,
         calibration_count=args.calibration_count, parity_count=args.parity_count,
+        selection_count=args.selection_count,
         tolerances={
             "fp32": Tolerance("abs", args.tolerance_fp32),
             "fp16": Tolerance("rel", args.tolerance_fp16),
             "int8": Tolerance("top1", args.tolerance_int8),
         },
         force=args.force, overwrite=args.overwrite, latency_runs=args.latency_runs,
-        ort_calibration=args.ort_calibration, nncf_preset=args.nncf_preset, version=args.model_version, model_store=args.model_store,
+        ort_calibration=args.ort_calibration, nncf_preset=args.nncf_preset, tflite_recipe=args.tflite_recipe,
+        version=args.model_version, model_store=args.model_store,
     )
 
 
@@ -193,7 +208,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     progress.set_enabled(not args.no_progress)
 
     for name, value in (("--calibration-count", args.calibration_count), ("--parity-count", args.parity_count),
-                        ("--latency-runs", args.latency_runs)):
+                        ("--selection-count", args.selection_count), ("--latency-runs", args.latency_runs)):
         if value < 1:
             parser.error(f"{name} must be at least 1, got {value}")
 

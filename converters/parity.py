@@ -82,6 +82,7 @@ class VariantParity:
     passed: bool
     forced: bool = False
     notes: list[str] = field(default_factory=list)
+    failure_reason: str = ""
 
 
 @dataclass
@@ -124,10 +125,17 @@ class ParityReport:
         widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
         lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
+        lines += [f"{v.file} fails: {v.failure_reason}" for v in self.variants if v.failure_reason]
+        stage_inputs = self.crops.get("stage_inputs") or {}
+        windows = {stage: entry["parity"] for stage, entry in stage_inputs.items() if "windows" in entry["inputs"]}
+        inputs = f"{self.crops.get('count')} face crops"
+        if windows:
+            inputs = "detector windows (" + ", ".join(f"{stage} {count}" for stage, count in windows.items()) + ")"
+        latency = ", ".join(f"{stage} {ms:.2f} ms" for stage, ms in self.source_latency_ms.items()) or "not measured"
         summary = (
-            f"{self.model}: {len(self.variants)} variant(s) on {self.crops.get('count')} face crops "
+            f"{self.model}: {len(self.variants)} variant(s) on {inputs} "
             f"from {self.crops.get('origin')} ({self.crops.get('detector')}); "
-            f"source latency {self.source_latency_ms.get('main', 0.0):.2f} ms on {self.machine.get('processor')}"
+            f"source latency {latency} on {self.machine.get('processor')}"
         )
         return "\n".join([summary, ""] + lines) + "\n"
 
@@ -161,9 +169,16 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _class_view(array: np.ndarray) -> np.ndarray:
-    """Return a class head as (samples, classes); spatial maps put every position in a row."""
+def _class_view(array: np.ndarray, classes: Optional[int] = None) -> np.ndarray:
+    """Return a class head as (samples, classes); spatial maps put every position in a row.
+
+    A 4-D map has its classes on axis 1 (NCHW), or on the last axis when
+    that axis, and not axis 1, has ``classes`` entries (an NHWC map such
+    as P-Net's).
+    """
     if array.ndim == 4:
+        if classes is not None and array.shape[-1] == classes and array.shape[1] != classes:
+            return array.reshape(-1, classes)
         return np.moveaxis(array, 1, -1).reshape(-1, array.shape[1])
     return array.reshape(len(array), -1)
 
@@ -171,7 +186,12 @@ def _class_view(array: np.ndarray) -> np.ndarray:
 def _head_view(head: OutputHead, outputs: Sequence[np.ndarray], names: Sequence[str]) -> np.ndarray:
     index = head.tensor if isinstance(head.tensor, int) else list(names).index(head.tensor)
     array = np.asarray(outputs[index], dtype=np.float32)
-    view = _class_view(array) if head.kind in ("logits", "probabilities") else array.reshape(len(array), -1)
+    classes = None
+    if head.labels:
+        classes = len(head.labels)
+    elif head.class_values:
+        classes = len(head.class_values)
+    view = _class_view(array, classes) if head.kind in ("logits", "probabilities") else array.reshape(len(array), -1)
     if head.columns is not None:
         view = view[:, head.columns[0] : head.columns[1]]
     return view
@@ -235,6 +255,37 @@ def compare(variant_outputs: Sequence[np.ndarray], reference_outputs: Sequence[n
     return abs_diff, rel_diff, top1, notes, judged_abs, judged_rel
 
 
+def flip_summary(variant_outputs: Sequence[np.ndarray], reference_outputs: Sequence[np.ndarray],
+                 output_names: Sequence[str], heads: Sequence[OutputHead]) -> list[str]:
+    """Describe, per class head, the samples whose top-1 class differs from the source's.
+
+    Each line gives the flip count, the largest gap between the source's
+    two highest scores among the flipped samples, and how many samples of
+    the batch have a gap that small. When every flip is on such a near tie,
+    the variant is close to the source and the test set contains many near ties.
+    """
+    lines = []
+    aligned = [align_layout(np.asarray(v, dtype=np.float32), np.asarray(r, dtype=np.float32))[0]
+               for v, r in zip(variant_outputs, reference_outputs)]
+    for head in heads:
+        if head.kind not in ("logits", "probabilities"):
+            continue
+        variant_view = _head_view(head, aligned, output_names)
+        reference_view = _head_view(head, reference_outputs, output_names)
+        if reference_view.shape[1] < 2:
+            continue
+        flipped = np.argmax(variant_view, axis=1) != np.argmax(reference_view, axis=1)
+        if not flipped.any():
+            continue
+        ranked = np.sort(reference_view, axis=1)
+        gaps = ranked[:, -1] - ranked[:, -2]
+        widest = float(gaps[flipped].max())
+        close = int(np.sum(gaps <= widest))
+        lines.append(f"{head.name}: {int(flipped.sum())} of {len(flipped)} samples flip; every flip has the source's "
+                     f"top two scores within {widest:.3g}, and {close} samples are that close")
+    return lines
+
+
 def judge(precision: str, tolerance: Tolerance, judged_abs: dict, judged_rel: dict, top1: dict) -> tuple[bool, Tolerance]:
     """Apply ``tolerance`` to the judged metrics; return (passed, the rule actually applied)."""
     if tolerance.metric == "top1" and not top1:
@@ -286,6 +337,8 @@ def check_variant(path: Path, variant_format: str, precision: str, stage: str, b
 
     abs_diff, rel_diff, top1, notes, judged_abs, judged_rel = compare(outputs, reference_outputs, output_names, heads)
     passed, applied = judge(precision, tolerance, judged_abs, judged_rel, top1)
+    if not passed and top1:
+        notes += flip_summary(outputs, reference_outputs, output_names, heads)
     return VariantParity(
         file=str(path.relative_to(package_dir)), format=variant_format, precision=precision, stage=stage,
         backend=backend_name, samples=len(batch), max_abs_diff=abs_diff, max_rel_diff=rel_diff,

@@ -29,8 +29,9 @@ ReferenceRunner = Callable[[np.ndarray], list[np.ndarray]]
 OnnxExporter = Callable[[Path, int], None]
 
 # Writes a .tflite file for a precision ("fp32", "fp16", "int8"); the iterable
-# yields calibration batches for int8 and is None otherwise.
-TfliteExporter = Callable[[Path, str, Optional[Callable[[], Iterable[np.ndarray]]]], None]
+# yields calibration batches for int8 and is None otherwise. The last argument
+# is the int8 recipe (``converters.targets.tflite.INT8_RECIPES``).
+TfliteExporter = Callable[[Path, str, Optional[Callable[[], Iterable[np.ndarray]]], str], None]
 
 
 @dataclass
@@ -50,6 +51,9 @@ class Stage:
         export_tflite: native TFLite export, or None to convert the ONNX graph.
         input_spec: the stage's own input contract when it differs from the
             model's (MTCNN's P-Net and R-Net take other sizes than O-Net).
+        detector_stage: ``pnet``, ``rnet`` or ``onet`` for an MTCNN stage, whose
+            calibration and parity inputs are the windows the runtime's MTCNN
+            feeds that stage; None for models that take face crops.
     """
 
     name: str
@@ -61,6 +65,7 @@ class Stage:
     export_onnx: OnnxExporter
     export_tflite: Optional[TfliteExporter] = None
     input_spec: Optional[InputSpec] = None
+    detector_stage: Optional[str] = None
 
     def spec_for(self, model_input: InputSpec) -> InputSpec:
         """Return the input contract of this stage: its own, else the model's."""

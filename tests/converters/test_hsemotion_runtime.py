@@ -349,8 +349,9 @@ def test_service_publishes_no_features(service_run) -> None:
 def test_service_status_names_package(service_run) -> None:
     statuses = [received.json() for received in service_run if received.leaf == "status"]
 
-    assert len(statuses) == 1
-    models = statuses[0]["models"]
+    # One status when the run starts and one when the file source ends.
+    assert [status["source"]["health"]["state"] for status in statuses] == ["streaming", "ended"]
+    models = statuses[-1]["models"]
     assert set(models) == {"detector", "emotion"}
     assert models["detector"]["name"] == "mtcnn"
     assert models["emotion"]["name"] == PACKAGE

@@ -28,6 +28,7 @@ def mtcnn_package(facenet_weights, detector_store, shared_data, tmp_path_factory
     code = main([
         str(facenet_weights), "-o", str(output), "--precisions", "fp32,int8", "--force",
         "--model-store", str(detector_store), "--calibration-photos", str(shared_data / "expressions"),
+        "--parity-photos", str(shared_data / "faces"),
         "--parity-count", "32", "--latency-runs", "3", "--no-progress", "--log-level", "WARNING",
     ])
     assert code == 0
@@ -53,6 +54,23 @@ def test_mtcnn_stages_converted(mtcnn_package: Path):
         assert variant["top1_agreement"]["scores"] == 1.0
     # P-Net's dynamic height and width: the runtime's TFLite session cannot allocate it.
     assert "pnet-fp32.tflite" in report["export_errors"]
+
+
+def test_mtcnn_int8_stages_pass_on_detector_windows(mtcnn_package: Path):
+    import json
+
+    report = json.loads((mtcnn_package / "parity.json").read_text())
+
+    int8 = {(v["stage"], v["format"]): v for v in report["variants"] if v["precision"] == "int8"}
+    expected = {(stage, fmt) for stage in ("pnet", "rnet", "onet") for fmt in ("onnx", "openvino", "tflite")}
+    assert set(int8) == expected - {("pnet", "tflite")}
+    assert "pnet-int8.tflite" in report["export_errors"]
+    for stage in ("pnet", "rnet", "onet"):
+        assert "windows cut by the runtime's MTCNN" in report["crops"]["stage_inputs"][stage]["inputs"]
+    for variant in int8.values():
+        assert variant["passed"], variant
+        assert variant["top1_agreement"]["scores"] >= 0.98
+    assert report["forced"] == []
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
