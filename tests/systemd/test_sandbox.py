@@ -106,10 +106,9 @@ def run_service(tmp_path: Path, model_store, broker, shared_data: Path, profile:
     return process, subscriber
 
 
-def test_pi_profile_runs_with_wx_enforced(sandbox_supported, tmp_path, model_store, mosquitto_broker, shared_data):
-    process, subscriber = run_service(
-        tmp_path, model_store, mosquitto_broker, shared_data, "raspberry-pi-4", dropins=[]
-    )
+@pytest.mark.parametrize("profile", ["raspberry-pi-4", "generic-x86_64"])
+def test_profile_runs_with_wx_enforced(profile, sandbox_supported, tmp_path, model_store, mosquitto_broker, shared_data):
+    process, subscriber = run_service(tmp_path, model_store, mosquitto_broker, shared_data, profile, dropins=[])
 
     assert "MemoryDenyWriteExecute" in process.stderr.splitlines()[0]
     assert process.returncode == 0, process.stderr[-3000:]
@@ -123,7 +122,7 @@ def test_pi_profile_runs_with_wx_enforced(sandbox_supported, tmp_path, model_sto
 
 def test_openvino_fails_without_dropin(sandbox_supported, tmp_path, model_store, mosquitto_broker, shared_data):
     process, subscriber = run_service(
-        tmp_path, model_store, mosquitto_broker, shared_data, "generic-x86_64", dropins=[]
+        tmp_path, model_store, mosquitto_broker, shared_data, "intel-x86_64-openvino", dropins=[]
     )
 
     # The loader falls back to the next backend, so the service still runs,
@@ -136,7 +135,7 @@ def test_openvino_fails_without_dropin(sandbox_supported, tmp_path, model_store,
 
 def test_openvino_runs_with_dropin(sandbox_supported, tmp_path, model_store, mosquitto_broker, shared_data):
     process, subscriber = run_service(
-        tmp_path, model_store, mosquitto_broker, shared_data, "generic-x86_64", dropins=["openvino.conf"]
+        tmp_path, model_store, mosquitto_broker, shared_data, "intel-x86_64-openvino", dropins=["openvino.conf"]
     )
 
     assert "MemoryDenyWriteExecute" not in process.stderr.splitlines()[0]
