@@ -57,4 +57,6 @@ if [[ $mode == device ]]; then
 fi
 
 make_venv .venv-convert convert,dev
+echo "==> installing the reference pipelines of bench/compare.py into .venv-convert"
+.venv-convert/bin/pip install -q --no-deps --require-hashes -r bench/references/requirements.txt
 exec .venv-convert/bin/python -m pytest "${pytest_args[@]}"
