@@ -148,9 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "crops (default: the runtime's default store; without a detector a centred square is cut)")
     data.add_argument("--calibration-count", metavar="N", type=int, default=64, help="face crops used for int8 calibration, augmented up to this count (default: 64)")
     data.add_argument("--parity-count", metavar="N", type=int, default=100, help="face crops the parity check runs on, augmented up to this count (default: 100)")
-    data.add_argument("--selection-count", metavar="N", type=int, default=64,
+    data.add_argument("--selection-count", metavar="N", type=int, default=256,
                       help="face crops from calibration photos not used for calibration, augmented up to this count, "
-                      "on which int8 candidates are ranked and accuracy control is judged (default: 64)")
+                      "on which int8 candidates are ranked and accuracy control is judged (default: 256)")
 
     checks = parser.add_argument_group("parity tolerances")
     checks.add_argument("--tolerance-fp32", metavar="ABS", type=float, default=DEFAULT_TOLERANCES["fp32"].value,

@@ -97,7 +97,7 @@ class ConvertRequest:
     parity_photos: Optional[Path] = None
     calibration_count: int = 64
     parity_count: int = 100
-    selection_count: int = 64
+    selection_count: int = 256
     tolerances: dict[str, Tolerance] = field(default_factory=dict)
     force: bool = False
     overwrite: bool = False
