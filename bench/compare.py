@@ -505,7 +505,7 @@ def select_rows(args: argparse.Namespace) -> list[Row]:
     the convert environment cannot import them.
 
     Raises:
-        SystemExit: ``--rows`` names an unknown row, or asks for a reference that cannot run.
+        SystemExit: ``--rows`` names an unknown row, or requests a reference that cannot run.
     """
     rows = build_rows(args.interval)
     if args.rows:

@@ -143,7 +143,7 @@ def build_all(cache: Path, model_store: Optional[Path] = None) -> dict[str, Path
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.references.stand_in", description=__doc__.splitlines()[0])
-    parser.add_argument("--cache", type=Path, required=True, help="directory that holds the built files")
+    parser.add_argument("--cache", type=Path, required=True, help="directory that contains the built files")
     parser.add_argument("--model-store", type=Path, help="model store with the MTCNN detector (default: the runtime's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

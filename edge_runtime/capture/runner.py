@@ -452,7 +452,7 @@ class Runner:
         shows ``ended`` after the runner stops, next to ``offline`` on the
         availability topic. After ``stop()`` the source is still
         ``streaming`` here and the status keeps that state, so ``offline``
-        alone tells that the service stopped. A listener call racing with
+        alone shows that the service stopped. A listener call racing with
         the end of the run finds the status closed and publishes nothing.
         """
         with self._status_lock:

@@ -68,7 +68,7 @@ def template_dirs() -> list[Path]:
 
 
 def template_dir() -> Path:
-    """Return the first directory of ``template_dirs()`` that holds the unit template.
+    """Return the first directory of ``template_dirs()`` that contains the unit template.
 
     Raises EdgeRuntimeError naming the searched directories when none does.
     """

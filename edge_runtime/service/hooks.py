@@ -14,13 +14,13 @@ FrameT = TypeVar("FrameT")
 
 
 class RunHooks(Protocol):
-    """Callbacks of the capture loop; each must return quickly and never raise."""
+    """Callbacks of the capture loop. Each must return quickly and must not raise."""
 
     def started(self) -> None:
         """Called once before the first frame is read."""
 
     def frames(self, source: Iterable[FrameT]) -> Iterator[FrameT]:
-        """Return the frames of ``source`` unchanged; the hook sees every wait for a frame and every resume."""
+        """Return the frames of ``source`` unchanged, calling the hook on every wait for a frame and every resume."""
 
     def analyzed(self, faces: int) -> None:
         """Called after each analyzed frame with the number of faces found in it."""

@@ -4,7 +4,7 @@ The runner stops after the current frame, publishes the last window, and
 the publisher flushes for at most ``mqtt.flush_timeout_s``. Should any of
 that hang (a blocked camera driver, a stuck inference call), the deadline
 ends the process before systemd's ``TimeoutStopSec=`` (30 s in the unit)
-sends SIGKILL, and says so in the log.
+sends SIGKILL, and logs why.
 """
 
 from __future__ import annotations

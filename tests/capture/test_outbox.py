@@ -277,7 +277,7 @@ def test_outbox_uses_wal(tmp_path) -> None:
 
     assert outbox.journal_mode() == "wal"
     assert (tmp_path / "outbox.sqlite-wal").exists()
-    # WAL mode is stored in the file, so every other connection sees it too.
+    # WAL mode is stored in the file, so every other connection uses it too.
     other = sqlite3.connect(path)
     try:
         assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -186,7 +186,7 @@ def test_hooks_stop_pinging_when_loop_hangs(notify_socket) -> None:
     frames = hooks.frames(iter(range(3)))
     next(frames)
     hung_from = time.monotonic()
-    time.sleep(1.0)  # the loop holds the frame, as a hung analysis would
+    time.sleep(1.0)  # the loop keeps the frame, as a hung analysis would
     hung_until = time.monotonic()
     next(frames)
     hooks.close()
