@@ -172,8 +172,8 @@ def load_mtcnn_facenet(directory: Path, options: LoadOptions) -> SourceModel:
         size = PNET_SAMPLE_SIZE if name == "pnet" else STAGE_SIZES[name]
         sample = np.zeros((1, size, size, 3), dtype=np.float32)
         names = ["boxes", "landmarks", "scores"] if name == "onet" else ["boxes", "scores"]
-        # NOTE: P-Net's TFLite variants convert, but the runtime's TFLite session resizes only
-        # the batch axis, so it cannot allocate a graph whose height and width are free.
+        # P-Net keeps a free height and width in every format; the runtime's TFLite session
+        # allocates one interpreter per pyramid level's shape.
         spatial = name == "pnet"
         stage = torch_stage(
             _runtime_layout(nn, network.eval(), spatial), name, "input", names, sample,

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import ctypes
 import logging
+from collections import OrderedDict
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -111,14 +112,38 @@ def _dequantize(array: np.ndarray, detail: dict) -> np.ndarray:
     return array
 
 
+# Interpreters a session keeps for a graph with free height and width, one per input shape
+# (an MTCNN image pyramid uses a handful of sizes per camera resolution).
+MAX_SHAPES = 16
+
+
+def has_free_spatial_axes(interpreter) -> bool:
+    """Return True when an input of ``interpreter`` has a free axis other than the batch axis."""
+    for detail in interpreter.get_input_details():
+        signature = detail.get("shape_signature")
+        if signature is not None and any(int(d) < 0 for d in list(signature)[1:]):
+            return True
+    return False
+
+
 class TfliteSession(Session):
+    """Runs one ``.tflite`` model; float feeds in, float outputs out, whatever the tensors' types.
+
+    A graph whose inputs have a free height and width (MTCNN's P-Net) gets
+    one interpreter per input shape, made by ``factory`` and kept for the
+    last MAX_SHAPES shapes, so that a pyramid level does not re-prepare the
+    delegate on every frame.
+    """
+
     backend_name = "tflite"
 
-    def __init__(self, interpreter, path: Path) -> None:
+    def __init__(self, interpreter, path: Path, factory: Optional[Callable[[], object]] = None) -> None:
         self._interpreter = interpreter
         self._path = path
         self._batch = 1
         self._loop_batches = False
+        self._factory = factory
+        self._by_shape: OrderedDict[tuple[int, ...], object] = OrderedDict()
         self._refresh()
 
     def _refresh(self) -> None:
@@ -163,10 +188,35 @@ class TfliteSession(Session):
         self._interpreter.invoke()
         return [_dequantize(self._interpreter.get_tensor(d["index"]).copy(), d) for d in self._output_details]
 
+    def _select_shape(self, shape: tuple[int, ...]) -> None:
+        """Make the interpreter for input ``shape`` current, creating and allocating it on first use."""
+        key = tuple(int(d) for d in shape)
+        interpreter = self._by_shape.pop(key, None)
+        if interpreter is None:
+            interpreter = self._factory()
+            try:
+                for detail in interpreter.get_input_details():
+                    interpreter.resize_tensor_input(detail["index"], list(key), strict=False)
+                _allocate_tensors(interpreter)
+            except (RuntimeError, ValueError) as exc:
+                raise BackendError(
+                    f"{self._path}: the TFLite graph cannot run an input of shape {list(key)}: {exc}; "
+                    "feed an image large enough for its convolutions"
+                ) from exc
+        self._by_shape[key] = interpreter
+        while len(self._by_shape) > MAX_SHAPES:
+            self._by_shape.popitem(last=False)
+        self._interpreter = interpreter
+        self._batch = key[0]
+        self._refresh()
+
     def run(self, feeds: Feeds) -> list[np.ndarray]:
         if self._interpreter is None:
             raise BackendError("TFLite session is closed; load the model again")
         named = self._feeds_by_name(feeds)
+        if self._factory is not None:
+            self._select_shape(next(iter(named.values())).shape)
+            return self._invoke(named)
         batch = next(iter(named.values())).shape[0]
 
         if batch != self._batch and not self._loop_batches:
@@ -183,6 +233,7 @@ class TfliteSession(Session):
 
     def close(self) -> None:
         self._interpreter = None
+        self._by_shape.clear()
 
 
 class TfliteBackend(Backend):
@@ -232,13 +283,20 @@ class TfliteBackend(Backend):
                     f"cannot load TFLite delegate {library}{hint}: {exc}; or remove the delegate from the device profile"
                 ) from exc
 
+        def make_interpreter():
+            return module.Interpreter(model_path=str(path), num_threads=threads, experimental_delegates=delegates or None)
+
+        factory = None
         try:
-            interpreter = module.Interpreter(
-                model_path=str(path), num_threads=threads, experimental_delegates=delegates or None
-            )
-            _allocate_tensors(interpreter)
+            interpreter = make_interpreter()
+            if has_free_spatial_axes(interpreter):
+                # Tensors are allocated per input shape on the first run with that shape.
+                factory = make_interpreter
+                logger.debug("%s: input height and width are free; one interpreter per input shape", path)
+            else:
+                _allocate_tensors(interpreter)
         except Exception as exc:
             raise BackendError(f"{path}: the TFLite interpreter cannot load the model: {exc}") from exc
         if delegates:
             logger.info("%s: TFLite delegates %s applied", path, [library for library, _ in external])
-        return TfliteSession(interpreter, Path(path))
+        return TfliteSession(interpreter, Path(path), factory)
