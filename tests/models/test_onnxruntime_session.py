@@ -13,6 +13,7 @@ from edge_runtime.profiles import parse_profile
 
 SPINNING = "session.intra_op.allow_spinning"
 ENV_ALLOCATORS = "session.use_env_allocators"
+X64_PRECISION = "session.x64quantprecision"
 
 
 def gender_file(model_store: ModelStore) -> Path:
@@ -28,6 +29,7 @@ def test_default_session_config(model_store: ModelStore) -> None:
 
     assert config_entry(session, SPINNING) == "0"
     assert config_entry(session, ENV_ALLOCATORS) == "1"
+    assert config_entry(session, X64_PRECISION) == "1"
 
 
 def test_sessions_share_arena_and_run(model_store: ModelStore) -> None:
@@ -70,3 +72,11 @@ def test_session_config_false_flag(model_store: ModelStore) -> None:
     session = OnnxRuntimeBackend().load(gender_file(model_store), options)
 
     assert config_entry(session, ENV_ALLOCATORS) == "0"
+
+
+def test_session_config_turns_x64_precision_off(model_store: ModelStore) -> None:
+    options = SessionOptions(extra={"session_config": {X64_PRECISION: False}})
+
+    session = OnnxRuntimeBackend().load(gender_file(model_store), options)
+
+    assert config_entry(session, X64_PRECISION) == "0"
