@@ -1,7 +1,7 @@
 """Writing the model package: manifest, variant files, parity report and checksums.
 
-The package directory contains ``manifest.yaml`` (every variant with its sha256
-and size, an OpenVINO IR's ``.bin`` as a companion file), the parity report as
+The package directory contains ``manifest.yaml`` (every variant with its sha256,
+size and parity outcome, an OpenVINO IR's ``.bin`` as a companion file), the parity report as
 ``parity.json`` and ``parity.txt``, and ``SHA256SUMS`` covering every file in
 the directory, in the format ``sha256sum -c`` reads.
 """
@@ -18,12 +18,13 @@ from edge_runtime.manifest import (
     CompanionFile,
     Manifest,
     Variant,
+    VariantParity as ManifestParity,
     dump_manifest,
     parse_manifest,
     sha256_file,
 )
 
-from converters.parity import ParityReport
+from converters.parity import ParityReport, VariantParity
 from converters.source_model import SourceModel
 
 logger = logging.getLogger(__name__)
@@ -42,11 +43,16 @@ class VariantFiles:
     stage: str
     files: list[Path]
     notes: list[str] = field(default_factory=list)
+    parity: Optional[VariantParity] = None
 
 
 def variant_entry(variant: VariantFiles, package_dir: Path) -> Variant:
     """Return the manifest entry of ``variant`` with sha256 and size of each file."""
     main, *companions = variant.files
+    outcome = None
+    if variant.parity is not None:
+        outcome = ManifestParity(passed=variant.parity.passed, tolerance=variant.parity.tolerance,
+                                 measured=variant.parity.measured())
     return Variant(
         format=variant.format,
         precision=variant.precision,
@@ -58,6 +64,7 @@ def variant_entry(variant: VariantFiles, package_dir: Path) -> Variant:
             CompanionFile(file=c.relative_to(package_dir).as_posix(), sha256=sha256_file(c), size_bytes=c.stat().st_size)
             for c in companions
         ],
+        parity=outcome,
     )
 
 

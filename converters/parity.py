@@ -83,6 +83,17 @@ class VariantParity:
     forced: bool = False
     notes: list[str] = field(default_factory=list)
     failure_reason: str = ""
+    mean_abs_diff: dict[str, float] = field(default_factory=dict)
+    decoded: list[str] = field(default_factory=list)
+
+
+    def measured(self) -> str:
+        """Return what was measured against the tolerance, e.g. ``top-1 agreement 0.910``."""
+        if self.tolerance.startswith("top-1"):
+            return f"top-1 agreement {min(self.top1_agreement.values()):.3f}"
+        if "relative" in self.tolerance:
+            return f"max relative diff {max(self.max_rel_diff.values()):.2e}"
+        return f"max abs diff {max(self.max_abs_diff.values()):.2e}"
 
 
 @dataclass
@@ -126,6 +137,7 @@ class ParityReport:
         lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         lines += [f"{v.file} fails: {v.failure_reason}" for v in self.variants if v.failure_reason]
+        lines += [f"{v.file}: {line}" for v in self.variants for line in v.decoded]
         stage_inputs = self.crops.get("stage_inputs") or {}
         windows = {stage: entry["parity"] for stage, entry in stage_inputs.items() if "windows" in entry["inputs"]}
         inputs = f"{self.crops.get('count')} face crops"
@@ -135,7 +147,8 @@ class ParityReport:
         summary = (
             f"{self.model}: {len(self.variants)} variant(s) on {inputs} "
             f"from {self.crops.get('origin')} ({self.crops.get('detector')}); "
-            f"source latency {latency} on {self.machine.get('processor')}"
+            f"source latency {latency} on {self.machine.get('processor')} "
+            f"(int8 features: {', '.join(self.machine.get('int8_features') or []) or 'none found'})"
         )
         return "\n".join([summary, ""] + lines) + "\n"
 
@@ -146,17 +159,41 @@ def _result_label(variant: VariantParity) -> str:
     return "FAIL (forced)" if variant.forced else "FAIL"
 
 
+# CPU features that decide how int8 products are computed: x86 VNNI and AMX, Arm dot product and i8mm.
+INT8_CPU_FLAGS = ("avx2", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
+
+
 def machine_info() -> dict:
-    """Return where latencies were measured: CPU, core count and library versions."""
+    """Return where latencies were measured: CPU, its int8 features, core count and platform.
+
+    ``int8_features`` matters for int8 latency and agreement, because int8
+    kernels differ between x86 without VNNI, x86 with VNNI and Arm (see the
+    ``session.x64quantprecision`` note in ``edge_runtime.backends.onnxruntime``).
+    """
     import os
 
     info = {
         "processor": _cpu_name(),
+        "int8_features": cpu_int8_features(),
         "logical_cpus": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
     }
     return info
+
+
+def cpu_int8_features(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
+    """Return the INT8_CPU_FLAGS this CPU has, from the first flags or Features line of ``cpuinfo``."""
+    try:
+        lines = cpuinfo.read_text().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags = set(value.split())
+            return [flag for flag in INT8_CPU_FLAGS if flag in flags]
+    return []
 
 
 def _cpu_name() -> str:
@@ -255,6 +292,54 @@ def compare(variant_outputs: Sequence[np.ndarray], reference_outputs: Sequence[n
     return abs_diff, rel_diff, top1, notes, judged_abs, judged_rel
 
 
+def head_mean_abs_diff(variant_outputs: Sequence[np.ndarray], reference_outputs: Sequence[np.ndarray],
+                       output_names: Sequence[str], heads: Sequence[OutputHead]) -> dict[str, float]:
+    """Return the mean absolute difference per judged head (every head except ``features``).
+
+    Unlike the max, the mean moves smoothly with the quantization error, so
+    it ranks int8 candidates that agree on every selection sample.
+    """
+    aligned = [align_layout(np.asarray(v, dtype=np.float32), np.asarray(r, dtype=np.float32))[0]
+               for v, r in zip(variant_outputs, reference_outputs)]
+    means = {}
+    for head in heads:
+        if head.kind == "features":
+            continue
+        difference = _head_view(head, aligned, output_names) - _head_view(head, reference_outputs, output_names)
+        means[head.name] = float(np.mean(np.abs(difference))) if difference.size else 0.0
+    return means
+
+
+def expectation_summary(variant_outputs: Sequence[np.ndarray], reference_outputs: Sequence[np.ndarray],
+                        output_names: Sequence[str], heads: Sequence[OutputHead]) -> list[str]:
+    """Describe how far the decoded value of each expectation head (age in years) moves.
+
+    A head with ``class_values`` (an age head over year bins) is decoded by
+    the runtime as an expectation over its ``top_l`` most probable classes,
+    so the years a device reports can stay close while neighbouring bins
+    trade the top-1 place. Each line gives the mean and largest difference
+    and the share of samples within one unit.
+    """
+    from edge_runtime.vision.classifiers import expected_age
+
+    aligned = [align_layout(np.asarray(v, dtype=np.float32), np.asarray(r, dtype=np.float32))[0]
+               for v, r in zip(variant_outputs, reference_outputs)]
+    lines = []
+    for head in heads:
+        if not head.class_values or head.kind != "probabilities":
+            continue
+        values = np.asarray(head.class_values, dtype=np.float64)
+        variant_view = _head_view(head, aligned, output_names)
+        reference_view = _head_view(head, reference_outputs, output_names)
+        decoded = np.array([expected_age(row, values, head.top_l).years for row in variant_view])
+        expected = np.array([expected_age(row, values, head.top_l).years for row in reference_view])
+        difference = np.abs(decoded - expected)
+        lines.append(f"{head.name}: the decoded value (expectation over the top {head.top_l or len(values)} "
+                     f"classes) differs by {difference.mean():.2f} on average and {difference.max():.2f} at most; "
+                     f"{np.mean(difference <= 1.0):.0%} of samples are within 1")
+    return lines
+
+
 def flip_summary(variant_outputs: Sequence[np.ndarray], reference_outputs: Sequence[np.ndarray],
                  output_names: Sequence[str], heads: Sequence[OutputHead]) -> list[str]:
     """Describe, per class head, the samples whose top-1 class differs from the source's.
@@ -344,6 +429,8 @@ def check_variant(path: Path, variant_format: str, precision: str, stage: str, b
         backend=backend_name, samples=len(batch), max_abs_diff=abs_diff, max_rel_diff=rel_diff,
         top1_agreement=top1, latency_ms_median=median, latency_ms_p90=p90, tolerance=applied.describe(),
         passed=passed, notes=notes,
+        mean_abs_diff=head_mean_abs_diff(outputs, reference_outputs, output_names, heads),
+        decoded=expectation_summary(outputs, reference_outputs, output_names, heads) if precision != "fp32" else [],
     )
 
 

@@ -282,7 +282,7 @@ def convert(request: ConvertRequest) -> ConvertResult:
         if (failed or export_errors) and not request.force:
             output.mkdir(parents=True, exist_ok=True)
             json_path, _ = write_report(report, output)
-            problems = [f"{v.file} ({v.tolerance}, measured {_measured(v)}"
+            problems = [f"{v.file} ({v.tolerance}, measured {v.measured()}"
                         + (f": {v.failure_reason})" if v.failure_reason else ")") for v in failed]
             problems += [f"{name}: {error}" for name, error in export_errors.items()]
             error_class = ParityError if failed else ConversionError
@@ -309,14 +309,6 @@ def convert(request: ConvertRequest) -> ConvertResult:
             shutil.rmtree(staging)
 
     return ConvertResult(package_dir=output, report=report, source=source, export_errors=export_errors)
-
-
-def _measured(variant) -> str:
-    if variant.tolerance.startswith("top-1"):
-        return f"{min(variant.top1_agreement.values()):.3f}"
-    if "relative" in variant.tolerance:
-        return f"{max(variant.max_rel_diff.values()):.2e}"
-    return f"{max(variant.max_abs_diff.values()):.2e}"
 
 
 def _convert_stage(request: ConvertRequest, source: SourceModel, stage: Stage, work: Path, staging: Path,
@@ -421,7 +413,7 @@ def _convert_stage(request: ConvertRequest, source: SourceModel, stage: Stage, w
             parity.notes.append(f"opset {opset}" if target == "onnx" else "")
             parity.notes = [n for n in parity.notes if n]
             report.variants.append(parity)
-            written.append(VariantFiles(target, precision, stage.name, files))
+            written.append(VariantFiles(target, precision, stage.name, files, parity=parity))
             logger.info("%s: %s", parity.file, "pass" if parity.passed else f"FAIL ({parity.tolerance})")
     finally:
         if tflite_from_onnx is not None:
@@ -489,8 +481,10 @@ def _best_variant(path: Path, writers: dict[str, Callable[[Path], list[Path]]], 
 
     ``rank(candidate)`` measures a candidate on the selection set and
     ``check(candidate)`` on the parity crops. Best means the highest minimum
-    top-1 agreement on the selection set, then the most int8 layers, then
-    the smallest max abs diff. A candidate with less than MIN_INT8_SHARE of
+    top-1 agreement on the selection set, then the smallest mean absolute
+    difference from the source, then the most int8 layers. The mean moves
+    smoothly with the quantization error, so it separates candidates that
+    agree on the same selection samples. A candidate with less than MIN_INT8_SHARE of
     its layers in int8 is measured but not eligible. The kept candidate's
     files are renamed to ``path`` (and its companions), the others are
     deleted, and the parity notes list every candidate's selection score.
@@ -521,7 +515,8 @@ def _best_variant(path: Path, writers: dict[str, Callable[[Path], list[Path]]], 
                 file.unlink(missing_ok=True)
             continue
         share = quantized / total if total else 1.0
-        results.append((top1, share, -max(scored.max_abs_diff.values()), label, files, (quantized, total)))
+        closeness = -sum(scored.mean_abs_diff.values())
+        results.append((top1, closeness, share, label, files, (quantized, total)))
     if not results:
         outcomes = failures + [f"{name} kept {q} of {t} layers in int8" for _, name, (q, t) in ineligible]
         raise ConversionError(f"{path.name}: every {what} candidate failed or kept less than {MIN_INT8_SHARE:.0%} "
@@ -539,8 +534,9 @@ def _best_variant(path: Path, writers: dict[str, Callable[[Path], list[Path]]], 
         kept.append(target_file)
 
     parity = check(kept[0])
-    summary = ", ".join(f"{name} {top1:.3f}" for top1, _, _, name, _, _ in results)
-    parity.notes.append(f"{what} {label} chosen by top-1 agreement on the selection set ({summary})")
+    summary = ", ".join(f"{name} {top1:.3f} / {-closeness:.2e}" for top1, closeness, _, name, _, _ in results)
+    parity.notes.append(f"{what} {label} chosen by top-1 agreement on the selection set, then mean abs diff "
+                        f"(top-1 / mean abs diff, best first: {summary})")
     parity.notes.append(f"{quantized} of {total} convolutions and matrix products in int8")
     for top1, name, (q, t) in ineligible:
         parity.notes.append(f"{what} {name} not eligible: {top1:.3f} on the selection set with only {q} of {t} "

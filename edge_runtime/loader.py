@@ -27,6 +27,7 @@ from edge_runtime.profiles import DeviceProfile
 from edge_runtime.selection import (
     DEFAULT_BACKENDS,
     DEFAULT_PRECISIONS,
+    FAILED_PARITY,
     LOAD_FAILED,
     NO_VARIANT,
     NOT_INSTALLED,
@@ -263,6 +264,14 @@ def _no_fit_error(manifest: Manifest, candidates: list[Candidate], skips: list[S
         return BackendError(
             f"model {manifest.name!r}: every backend that fits rejected it ({'; '.join(failures)}); "
             f"variants: {variants}"
+        )
+
+    parity = [f"{s.backend} {s.precision}: {s.detail}" for s in skips if s.reason == FAILED_PARITY]
+    if parity:
+        return ConfigError(
+            f"model {manifest.name!r}: every variant that fits failed the converter's parity check "
+            f"({'; '.join(parity)}). Ask for that precision by name (models.precision in the configuration or "
+            "the profile's override for the model) to run it anyway, or convert the model again"
         )
 
     formats = {v.format for v in manifest.variants}

@@ -173,6 +173,14 @@ class OutputHead(_Strict):
         return self
 
 
+class VariantParity(_Strict):
+    """Outcome of the converter's parity check of one variant against its source."""
+
+    passed: bool = Field(..., description="Whether the variant met its tolerance on the parity crops")
+    tolerance: str = Field(..., description="The rule applied, e.g. 'top-1 agreement >= 0.98'")
+    measured: str = Field(..., description="What was measured against that rule, e.g. 'top-1 agreement 0.910'")
+
+
 class Variant(_Strict):
     """One file of the model in one format and precision."""
 
@@ -186,6 +194,11 @@ class Variant(_Strict):
     stage: str = Field("main", description="Network of a multi-network model, e.g. pnet/rnet/onet for MTCNN")
     companion_files: list["CompanionFile"] = Field(
         default_factory=list, description="Extra files the variant needs, such as the .bin of an OpenVINO IR"
+    )
+    parity: Optional[VariantParity] = Field(
+        None,
+        description="The converter's parity outcome; a variant shipped with --force that failed it is skipped "
+        "unless its precision is asked for by name. None for upstream files that were not converted",
     )
 
 

@@ -10,7 +10,9 @@ profile's override for the model, then the profile's list for the role
 
 ``choose`` walks the candidates and takes the first one that is installed,
 has a variant for every stage in one of its precisions, loads and passes a
-warm-up. Every candidate passed over is logged at INFO and recorded as a
+warm-up. A variant that the converter shipped with ``--force`` although it
+failed its parity check is passed over, unless its precision was asked for
+by name (a requested precision, or the profile's override for the model). Every candidate passed over is logged at INFO and recorded as a
 ``Skip`` in the returned ``Selection``, which the status topic publishes.
 """
 
@@ -41,6 +43,7 @@ NOT_INSTALLED = "not installed"
 NO_VARIANT = "no variant"
 LOAD_FAILED = "load failed"
 WARM_UP_FAILED = "warm-up failed"
+FAILED_PARITY = "failed parity"
 
 Loaded = TypeVar("Loaded")
 
@@ -51,12 +54,15 @@ class Candidate:
 
     ``origin`` gives the reason it is in the list. ``entry`` summarizes its
     options (see ``describe_options``), so that two entries of one backend differ.
+    ``named_precision`` is a precision asked for by name, whose variants are
+    used even when they failed the converter's parity check.
     """
 
     backend: str
     precisions: tuple[str, ...]
     options: SessionOptions
     origin: str
+    named_precision: Optional[str] = None
 
     @property
     def entry(self) -> str:
@@ -248,7 +254,7 @@ def plan_candidates(
     if backend is not None:
         own = next((p for p in preferences if p.backend == backend), None)
         options = _options_for(profile, backend, preferences)
-        return [Candidate(backend, precisions_of(own), options, "requested backend")], notes
+        return [Candidate(backend, precisions_of(own), options, "requested backend", named_precision=precision)], notes
 
     if profile is None:
         where = "the default order (no profile)"
@@ -284,7 +290,10 @@ def plan_candidates(
         candidates = forced + [c for c in candidates if c.backend != override.backend]
     if override is not None and override.precision is not None and precision is None:
         first = str(override.precision)
-        candidates = [replace(c, precisions=tuple(dict.fromkeys((first, *c.precisions)))) for c in candidates]
+        candidates = [replace(c, precisions=tuple(dict.fromkeys((first, *c.precisions))), named_precision=first)
+                      for c in candidates]
+    if precision is not None:
+        candidates = [replace(c, named_precision=precision) for c in candidates]
 
     return candidates, notes
 
@@ -388,6 +397,18 @@ def choose(
             if variants is None:
                 continue
             found_variant = True
+
+            failed = [v for v in variants.values() if v.parity is not None and not v.parity.passed]
+            if failed and precision != candidate.named_precision:
+                detail = "; ".join(f"{v.file}: {v.parity.measured}, needs {v.parity.tolerance}" for v in failed)
+                skip(Skip(candidate.backend, precision, FAILED_PARITY,
+                          f"{detail} (shipped with --force; ask for precision {precision} by name to use it anyway)",
+                          candidate.entry))
+                continue
+            for variant in failed:
+                logger.warning("model %s: using %s although it failed the converter's parity check (%s, needs %s), "
+                               "because precision %s was asked for by name", label, variant.file,
+                               variant.parity.measured, variant.parity.tolerance, precision)
 
             opened: Optional[Loaded] = None
             if open_model is not None:
