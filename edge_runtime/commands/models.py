@@ -90,8 +90,20 @@ def _human_size(size: Optional[int]) -> str:
     return f"{size / (1 << 20):.1f} MiB"
 
 
+# Appended to a format/precision in the table when a variant of it failed the converter's parity check.
+FAILED_PARITY_MARK = "*"
+
+
+def _failed_parity(manifest: Manifest) -> list[str]:
+    return [v.file for v in manifest.variants if v.parity is not None and not v.parity.passed]
+
+
 def _formats(manifest: Manifest) -> str:
-    return ",".join(dict.fromkeys(f"{v.format}/{v.precision}" for v in manifest.variants))
+    failed = {(v.format, v.precision) for v in manifest.variants if v.parity is not None and not v.parity.passed}
+    return ",".join(dict.fromkeys(
+        f"{v.format}/{v.precision}{FAILED_PARITY_MARK if (v.format, v.precision) in failed else ''}"
+        for v in manifest.variants
+    ))
 
 
 def _package_size(manifest: Manifest) -> Optional[int]:
@@ -111,6 +123,7 @@ def _row(entry: Optional[CatalogEntry], package: Optional[ModelPackage]) -> dict
         "pinned": entry.pinned if entry is not None else None,
         "installed": package is not None,
         "path": str(package.directory) if package is not None else None,
+        "failed_parity": _failed_parity(manifest),
     }
 
 
@@ -135,6 +148,9 @@ def run_list(args: argparse.Namespace) -> int:
             f"{row['name']:<38} {row['task']:<15} {row['formats']:<22} {_human_size(row['size_bytes']):>9}  "
             f"{pinned:<7} {'yes' if row['installed'] else 'no':<10} {row['license']}"
         )
+    if any(row["failed_parity"] for row in rows):
+        print(f"{FAILED_PARITY_MARK} failed the converter's parity check (shipped with --force): used only when its "
+              "precision is asked for by name")
     print(f"store: {store.root}", file=sys.stderr)
     return 0
 

