@@ -12,8 +12,9 @@ profile's override for the model, then the profile's list for the role
 has a variant for every stage in one of its precisions, loads and passes a
 warm-up. A variant that the converter shipped with ``--force`` although it
 failed its parity check is passed over, unless its precision was asked for
-by name (a requested precision, or the profile's override for the model). Every candidate passed over is logged at INFO and recorded as a
-``Skip`` in the returned ``Selection``, which the status topic publishes.
+by name (a requested precision, or the profile's override for the model).
+Every candidate passed over is logged at INFO and recorded as a ``Skip`` in
+the returned ``Selection``, which the status topic publishes.
 """
 
 from __future__ import annotations
