@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="max absolute difference of fp32 outputs from the source (default: %(default)g)")
     checks.add_argument("--tolerance-fp16", metavar="REL", type=float, default=DEFAULT_TOLERANCES["fp16"].value,
                         help="max difference of fp16 outputs relative to the source's max magnitude (default: %(default)g)")
-    checks.add_argument("--tolerance-int8", metavar="FRACTION", type=float, default=DEFAULT_TOLERANCES["int8"].value,
+    checks.add_argument("--tolerance-int8", metavar="FRACTION", type=_fraction, default=DEFAULT_TOLERANCES["int8"].value,
                         help="min top-1 agreement of int8 class outputs with the source, 0..1 (default: %(default)g)")
     checks.add_argument("--latency-runs", metavar="N", type=int, default=30, help="timed batch-1 runs per variant for the latency column (default: 30)")
     checks.add_argument("--force", action="store_true",
@@ -169,6 +169,17 @@ def build_parser() -> argparse.ArgumentParser:
     general.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                          help="log level for messages on stderr (default: INFO)")
     return parser
+
+
+def _fraction(text: str) -> float:
+    """Parse a share between 0 and 1, such as a top-1 agreement."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give a fraction such as 0.98") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is outside 0..1; give a fraction such as 0.98 for 98%")
+    return value
 
 
 def request_from_args(args: argparse.Namespace):

@@ -61,6 +61,8 @@ DEFAULT_TOLERANCES = {
     "int8": Tolerance("top1", 0.98),
 }
 INT8_WITHOUT_CLASS_HEAD = Tolerance("rel", 0.1)
+# Fewer distinct parity faces than this get a warning: augmented copies of a few faces make parity optimistic.
+MIN_DISTINCT_PARITY_FACES = 10
 
 
 @dataclass
@@ -144,13 +146,21 @@ class ParityReport:
         if windows:
             inputs = "detector windows (" + ", ".join(f"{stage} {count}" for stage, count in windows.items()) + ")"
         latency = ", ".join(f"{stage} {ms:.2f} ms" for stage, ms in self.source_latency_ms.items()) or "not measured"
+        warnings = []
+        if not self.crops.get("held_out", True):
+            warnings.append("WARNING: the parity faces also served for calibration, so agreement is optimistic; "
+                            "pass --calibration-photos and --parity-photos with different photos")
+        distinct = self.crops.get("distinct_faces")
+        if distinct is not None and distinct < MIN_DISTINCT_PARITY_FACES:
+            warnings.append(f"WARNING: parity ran on {distinct} distinct face(s) plus augmented copies; pass "
+                            f"--parity-photos with at least {MIN_DISTINCT_PARITY_FACES} faces")
         summary = (
             f"{self.model}: {len(self.variants)} variant(s) on {inputs} "
             f"from {self.crops.get('origin')} ({self.crops.get('detector')}); "
             f"source latency {latency} on {self.machine.get('processor')} "
             f"(int8 features: {', '.join(self.machine.get('int8_features') or []) or 'none found'})"
         )
-        return "\n".join([summary, ""] + lines) + "\n"
+        return "\n".join([summary] + warnings + [""] + lines) + "\n"
 
 
 def _result_label(variant: VariantParity) -> str:
@@ -334,9 +344,10 @@ def expectation_summary(variant_outputs: Sequence[np.ndarray], reference_outputs
         decoded = np.array([expected_age(row, values, head.top_l).years for row in variant_view])
         expected = np.array([expected_age(row, values, head.top_l).years for row in reference_view])
         difference = np.abs(decoded - expected)
+        unit = " years" if head.name == "age" else ""
         lines.append(f"{head.name}: the decoded value (expectation over the top {head.top_l or len(values)} "
-                     f"classes) differs by {difference.mean():.2f} on average and {difference.max():.2f} at most; "
-                     f"{np.mean(difference <= 1.0):.0%} of samples are within 1")
+                     f"classes) differs by {difference.mean():.2f}{unit} on average and {difference.max():.2f}{unit} "
+                     f"at most; {np.mean(difference <= 1.0):.0%} of samples are within 1{unit.rstrip('s')}")
     return lines
 
 

@@ -28,6 +28,7 @@ from converters.errors import ConversionError, ParityError
 from converters.package import VariantFiles, build_manifest, write_package, write_report
 from converters.parity import (
     DEFAULT_TOLERANCES,
+    MIN_DISTINCT_PARITY_FACES,
     ParityReport,
     Tolerance,
     check_variant,
@@ -46,10 +47,6 @@ from converters.targets import onnx as onnx_target
 logger = logging.getLogger(__name__)
 
 EXTENSIONS = {"onnx": ".onnx", "openvino": ".xml", "tflite": ".tflite"}
-
-# Below this many distinct faces a warning suggests --parity-photos; augmented copies of a
-# few faces make a narrow test set.
-MIN_DISTINCT_PARITY_FACES = 10
 
 # Photo roles when the calibration photos are split. With separate parity photos every fourth
 # calibration photo goes to the selection set; without them every fourth goes to parity as well.
@@ -288,8 +285,10 @@ def convert(request: ConvertRequest) -> ConvertResult:
             error_class = ParityError if failed else ConversionError
             raise error_class(
                 f"{len(problems)} variant(s) cannot ship: " + "; ".join(problems)
-                + f". Report: {json_path}. Pass --force to ship the rest anyway (variants that fail parity "
-                "are then included and marked in the report), or drop the precision or target that fails"
+                + f". Report: {json_path}. To write the package anyway, run again with --force --overwrite: "
+                "variants that fail parity are then included, marked in the report and the manifest, and skipped "
+                "by the runtime unless their precision is requested by name. Otherwise drop the precision or target "
+                "that fails, or set its tolerance (--tolerance-int8 and friends)"
             )
         for variant in failed:
             variant.forced = True

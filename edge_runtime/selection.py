@@ -403,7 +403,8 @@ def choose(
             if failed and precision != candidate.named_precision:
                 detail = "; ".join(f"{v.file}: {v.parity.measured}, needs {v.parity.tolerance}" for v in failed)
                 skip(Skip(candidate.backend, precision, FAILED_PARITY,
-                          f"{detail} (shipped with --force; ask for precision {precision} by name to use it anyway)",
+                          f"{detail}; shipped with --force, so it runs only when precision {precision} is requested "
+                          "by name (models.precision in the configuration, or the profile's override for the model)",
                           candidate.entry))
                 continue
             for variant in failed:

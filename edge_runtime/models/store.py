@@ -205,10 +205,12 @@ class ModelStore:
         """
         directory = self._package_dir(name)
         if not (directory / MANIFEST_FILE).is_file():
+            store_flag = "" if self.root.resolve() == default_root().resolve() else f" --store {self.root}"
             if name in self.catalog:
-                next_step = install_hint(self.catalog.get(name))
+                next_step = install_hint(self.catalog.get(name), store_flag)
             else:
-                next_step = "it is not in the catalog either, so import it with 'edge-runtime models import PATH'"
+                next_step = ("it is not in the catalog either, so import it with "
+                             f"'edge-runtime models import PATH{store_flag}'")
             raise ModelNotFoundError(f"model {name!r} is not installed in {self.root}; {next_step}")
         return self._load(directory)
 
@@ -601,13 +603,17 @@ class ModelStore:
 # Helpers
 
 
-def install_hint(entry: CatalogEntry) -> str:
-    """Return the next step that installs catalog model ``entry``, as a clause for an error message."""
+def install_hint(entry: CatalogEntry, store_flag: str = "") -> str:
+    """Return the next step that installs catalog model ``entry``, as a clause for an error message.
+
+    ``store_flag`` (e.g. `` --store DIR``) goes into each command, for a store other than the default one.
+    """
     if entry.pinned:
-        return f"run 'edge-runtime models pull {entry.name}'"
+        return f"run 'edge-runtime models pull {entry.name}{store_flag}'"
     return (
-        f"run 'edge-runtime models pull {entry.name} --sha256 HEX' with a hash you trust (or --accept-unpinned "
-        "to record the hash of what arrives), or download the file and run 'edge-runtime models import PATH'"
+        f"run 'edge-runtime models pull {entry.name}{store_flag} --sha256 HEX' with a hash you trust (or "
+        "--accept-unpinned to record the hash of what arrives), or download the file and run "
+        f"'edge-runtime models import PATH{store_flag}'"
     )
 
 

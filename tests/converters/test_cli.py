@@ -78,6 +78,15 @@ def test_bad_input_size_option(tmp_path: Path, capsys):
     assert "WIDTHxHEIGHT" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("value, message", [("98", "98 is outside 0..1"), ("high", "'high' is not a number")])
+def test_int8_tolerance_must_be_a_fraction(tmp_path: Path, capsys, value: str, message: str):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "m.onnx"), "-o", str(tmp_path / "out"), "--tolerance-int8", value])
+
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 def test_unknown_precision_option(tmp_path: Path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path / "m.onnx"), "-o", str(tmp_path / "out"), "--precisions", "fp32,int4"])

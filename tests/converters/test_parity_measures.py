@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converters.parity import cpu_int8_features, expectation_summary, head_mean_abs_diff
+from converters.parity import ParityReport, cpu_int8_features, expectation_summary, head_mean_abs_diff
 from edge_runtime.manifest import OutputHead
 
 AGES = [0.25] + [float(year) for year in range(1, 81)]
@@ -63,9 +63,9 @@ def test_expectation_summary_reports_years_not_bins():
 
     (line,) = expectation_summary([variant], [reference], ["age"], [head])
 
-    assert line.startswith("age: the decoded value (expectation over the top 2 classes) differs by 2.00 on average")
-    assert "4.00 at most" in line
-    assert line.endswith("50% of samples are within 1")
+    assert line.startswith("age: the decoded value (expectation over the top 2 classes) differs by 2.00 years on average")
+    assert "4.00 years at most" in line
+    assert line.endswith("50% of samples are within 1 year")
 
 
 def test_expectation_summary_ignores_heads_without_class_values():
@@ -73,3 +73,19 @@ def test_expectation_summary_ignores_heads_without_class_values():
     outputs = [np.array([[0.5, 0.5]], dtype=np.float32)]
 
     assert expectation_summary(outputs, outputs, ["logits"], [head]) == []
+
+
+@pytest.mark.parametrize("held_out, distinct, expected", [
+    (True, 47, []),
+    (False, 47, ["the parity faces also served for calibration"]),
+    (False, 1, ["the parity faces also served for calibration", "parity ran on 1 distinct face(s)"]),
+])
+def test_report_table_warns_about_weak_parity_sets(held_out: bool, distinct: int, expected: list[str]):
+    report = ParityReport(model="m", source={}, crops={"held_out": held_out, "distinct_faces": distinct, "count": 100},
+                          machine={}, source_latency_ms={})
+
+    warnings = [line for line in report.to_table().splitlines() if line.startswith("WARNING:")]
+
+    assert len(warnings) == len(expected)
+    for line, text in zip(warnings, expected):
+        assert text in line

@@ -216,7 +216,7 @@ def test_variant_that_failed_parity_is_passed_over(model_store: ModelStore, tmp_
         (skip,) = model.selection.skipped
     assert (skip.backend, skip.precision, skip.reason) == ("onnxruntime", "int8", "failed parity")
     assert "gender-int8.onnx: top-1 agreement 0.910, needs top-1 agreement >= 0.98" in skip.detail
-    assert "ask for precision int8 by name" in skip.detail
+    assert "runs only when precision int8 is requested by name (models.precision" in skip.detail
 
 
 def test_only_failed_variants_left_names_the_fix(model_store: ModelStore, tmp_path: Path) -> None:

@@ -353,6 +353,20 @@ def test_verify_not_installed(tmp_path: Path) -> None:
         store.verify("mtcnn")
 
 
+def test_missing_model_hint_names_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGE_RUNTIME_MODELS", str(tmp_path / "default"))
+    other = ModelStore(tmp_path / "other", catalog=builtin_catalog())
+    default = ModelStore(tmp_path / "default", catalog=builtin_catalog())
+
+    with pytest.raises(ModelNotFoundError) as elsewhere:
+        other.open("mtcnn")
+    with pytest.raises(ModelNotFoundError) as usual:
+        default.open("mtcnn")
+
+    assert f"'edge-runtime models pull mtcnn --store {tmp_path / 'other'}'" in str(elsewhere.value)
+    assert "'edge-runtime models pull mtcnn'" in str(usual.value)
+
+
 # --------------------------------------------------------------------------
 # Importing
 
@@ -619,9 +633,9 @@ def test_open_hint_fits_unpinned_model(tmp_path: Path) -> None:
         store.open("enet_b2_8")
 
     message = str(caught.value)
-    assert "models pull enet_b2_8 --sha256 HEX" in message
+    assert f"models pull enet_b2_8 --store {tmp_path} --sha256 HEX" in message
     assert "--accept-unpinned" in message
-    assert "models import PATH" in message
+    assert f"models import PATH --store {tmp_path}" in message
 
 
 @pytest.mark.parametrize("name", ["../etc", "Upper", ".hidden", "a/b", ""])
