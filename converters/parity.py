@@ -88,7 +88,6 @@ class VariantParity:
     mean_abs_diff: dict[str, float] = field(default_factory=dict)
     decoded: list[str] = field(default_factory=list)
 
-
     def measured(self) -> str:
         """Return what was measured against the tolerance, e.g. ``top-1 agreement 0.910``."""
         if self.tolerance.startswith("top-1"):
@@ -302,6 +301,12 @@ def compare(variant_outputs: Sequence[np.ndarray], reference_outputs: Sequence[n
     return abs_diff, rel_diff, top1, notes, judged_abs, judged_rel
 
 
+def _aligned(variant_outputs: Sequence[np.ndarray], reference_outputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Return the variant's outputs as float32 in the reference's layout (see ``align_layout``)."""
+    return [align_layout(np.asarray(v, dtype=np.float32), np.asarray(r, dtype=np.float32))[0]
+            for v, r in zip(variant_outputs, reference_outputs)]
+
+
 def head_mean_abs_diff(variant_outputs: Sequence[np.ndarray], reference_outputs: Sequence[np.ndarray],
                        output_names: Sequence[str], heads: Sequence[OutputHead]) -> dict[str, float]:
     """Return the mean absolute difference per judged head (every head except ``features``).
@@ -309,8 +314,7 @@ def head_mean_abs_diff(variant_outputs: Sequence[np.ndarray], reference_outputs:
     Unlike the max, the mean moves smoothly with the quantization error, so
     it ranks int8 candidates that agree on every selection sample.
     """
-    aligned = [align_layout(np.asarray(v, dtype=np.float32), np.asarray(r, dtype=np.float32))[0]
-               for v, r in zip(variant_outputs, reference_outputs)]
+    aligned = _aligned(variant_outputs, reference_outputs)
     means = {}
     for head in heads:
         if head.kind == "features":
@@ -332,8 +336,7 @@ def expectation_summary(variant_outputs: Sequence[np.ndarray], reference_outputs
     """
     from edge_runtime.vision.classifiers import expected_age
 
-    aligned = [align_layout(np.asarray(v, dtype=np.float32), np.asarray(r, dtype=np.float32))[0]
-               for v, r in zip(variant_outputs, reference_outputs)]
+    aligned = _aligned(variant_outputs, reference_outputs)
     lines = []
     for head in heads:
         if not head.class_values or head.kind != "probabilities":
@@ -344,10 +347,10 @@ def expectation_summary(variant_outputs: Sequence[np.ndarray], reference_outputs
         decoded = np.array([expected_age(row, values, head.top_l).years for row in variant_view])
         expected = np.array([expected_age(row, values, head.top_l).years for row in reference_view])
         difference = np.abs(decoded - expected)
-        unit = " years" if head.name == "age" else ""
+        units, unit = (" years", " year") if head.name == "age" else ("", "")
         lines.append(f"{head.name}: the decoded value (expectation over the top {head.top_l or len(values)} "
-                     f"classes) differs by {difference.mean():.2f}{unit} on average and {difference.max():.2f}{unit} "
-                     f"at most; {np.mean(difference <= 1.0):.0%} of samples are within 1{unit.rstrip('s')}")
+                     f"classes) differs by {difference.mean():.2f}{units} on average and {difference.max():.2f}{units} "
+                     f"at most; {np.mean(difference <= 1.0):.0%} of samples are within 1{unit}")
     return lines
 
 
@@ -361,8 +364,7 @@ def flip_summary(variant_outputs: Sequence[np.ndarray], reference_outputs: Seque
     the variant is close to the source and the test set contains many near ties.
     """
     lines = []
-    aligned = [align_layout(np.asarray(v, dtype=np.float32), np.asarray(r, dtype=np.float32))[0]
-               for v, r in zip(variant_outputs, reference_outputs)]
+    aligned = _aligned(variant_outputs, reference_outputs)
     for head in heads:
         if head.kind not in ("logits", "probabilities"):
             continue

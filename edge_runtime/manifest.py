@@ -176,7 +176,7 @@ class OutputHead(_Strict):
 class VariantParity(_Strict):
     """Outcome of the converter's parity check of one variant against its source."""
 
-    passed: bool = Field(..., description="Whether the variant met its tolerance on the parity crops")
+    passed: bool = Field(..., description="True when the variant met its tolerance on the parity crops")
     tolerance: str = Field(..., description="The rule applied, e.g. 'top-1 agreement >= 0.98'")
     measured: str = Field(..., description="What was measured against that rule, e.g. 'top-1 agreement 0.910'")
 
@@ -197,9 +197,14 @@ class Variant(_Strict):
     )
     parity: Optional[VariantParity] = Field(
         None,
-        description="The converter's parity outcome; a variant shipped with --force that failed it is skipped "
-        "unless its precision is asked for by name. None for upstream files that were not converted",
+        description="The converter's parity outcome. A variant shipped with --force that failed it is skipped "
+        "unless its precision is requested by name. None for upstream files that were not converted",
     )
+
+    @property
+    def failed_parity(self) -> bool:
+        """True when the converter recorded that this variant missed its tolerance."""
+        return self.parity is not None and not self.parity.passed
 
 
 class CompanionFile(_Strict):

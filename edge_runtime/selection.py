@@ -11,8 +11,8 @@ profile's override for the model, then the profile's list for the role
 ``choose`` walks the candidates and takes the first one that is installed,
 has a variant for every stage in one of its precisions, loads and passes a
 warm-up. A variant that the converter shipped with ``--force`` although it
-failed its parity check is passed over, unless its precision was asked for
-by name (a requested precision, or the profile's override for the model).
+failed its parity check is passed over, unless its precision was requested
+by name (the caller's precision, or the profile's override for the model).
 Every candidate passed over is logged at INFO and recorded as a ``Skip`` in
 the returned ``Selection``, which the status topic publishes.
 """
@@ -55,7 +55,7 @@ class Candidate:
 
     ``origin`` gives the reason it is in the list. ``entry`` summarizes its
     options (see ``describe_options``), so that two entries of one backend differ.
-    ``named_precision`` is a precision asked for by name, whose variants are
+    ``named_precision`` is a precision requested by name. Its variants are
     used even when they failed the converter's parity check.
     """
 
@@ -399,7 +399,7 @@ def choose(
                 continue
             found_variant = True
 
-            failed = [v for v in variants.values() if v.parity is not None and not v.parity.passed]
+            failed = [v for v in variants.values() if v.failed_parity]
             if failed and precision != candidate.named_precision:
                 detail = "; ".join(f"{v.file}: {v.parity.measured}, needs {v.parity.tolerance}" for v in failed)
                 skip(Skip(candidate.backend, precision, FAILED_PARITY,
@@ -409,7 +409,7 @@ def choose(
                 continue
             for variant in failed:
                 logger.warning("model %s: using %s although it failed the converter's parity check (%s, needs %s), "
-                               "because precision %s was asked for by name", label, variant.file,
+                               "because precision %s was requested by name", label, variant.file,
                                variant.parity.measured, variant.parity.tolerance, precision)
 
             opened: Optional[Loaded] = None

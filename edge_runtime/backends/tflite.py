@@ -130,9 +130,9 @@ class TfliteSession(Session):
     """Runs one ``.tflite`` model; float feeds in, float outputs out, whatever the tensors' types.
 
     A graph whose inputs have a free height and width (MTCNN's P-Net) gets
-    one interpreter per input shape, made by ``factory`` and kept for the
-    last MAX_SHAPES shapes, so that a pyramid level does not re-prepare the
-    delegate on every frame.
+    one interpreter per input shape, made by ``factory``. The session keeps
+    the last MAX_SHAPES of them, so a pyramid level does not prepare the
+    delegate again on every frame.
     """
 
     backend_name = "tflite"
@@ -143,6 +143,8 @@ class TfliteSession(Session):
         self._batch = 1
         self._loop_batches = False
         self._factory = factory
+        # The interpreter made at load time is not allocated yet when shapes are free, so the first shape takes it.
+        self._spare = interpreter if factory is not None else None
         self._by_shape: OrderedDict[tuple[int, ...], object] = OrderedDict()
         self._refresh()
 
@@ -193,15 +195,16 @@ class TfliteSession(Session):
         key = tuple(int(d) for d in shape)
         interpreter = self._by_shape.pop(key, None)
         if interpreter is None:
-            interpreter = self._factory()
+            interpreter = self._spare if self._spare is not None else self._factory()
+            self._spare = None
             try:
                 for detail in interpreter.get_input_details():
                     interpreter.resize_tensor_input(detail["index"], list(key), strict=False)
                 _allocate_tensors(interpreter)
             except (RuntimeError, ValueError) as exc:
                 raise BackendError(
-                    f"{self._path}: the TFLite graph cannot run an input of shape {list(key)}: {exc}; "
-                    "feed an image large enough for its convolutions"
+                    f"{self._path}: the TFLite graph failed to allocate an input of shape {list(key)}: {exc}. "
+                    "Feed an image large enough for its convolutions"
                 ) from exc
         self._by_shape[key] = interpreter
         while len(self._by_shape) > MAX_SHAPES:
@@ -233,6 +236,7 @@ class TfliteSession(Session):
 
     def close(self) -> None:
         self._interpreter = None
+        self._spare = None
         self._by_shape.clear()
 
 

@@ -94,16 +94,13 @@ def _human_size(size: Optional[int]) -> str:
 FAILED_PARITY_MARK = "*"
 
 
-def _failed_parity(manifest: Manifest) -> list[str]:
-    return [v.file for v in manifest.variants if v.parity is not None and not v.parity.passed]
-
-
 def _formats(manifest: Manifest) -> str:
-    failed = {(v.format, v.precision) for v in manifest.variants if v.parity is not None and not v.parity.passed}
-    return ",".join(dict.fromkeys(
-        f"{v.format}/{v.precision}{FAILED_PARITY_MARK if (v.format, v.precision) in failed else ''}"
-        for v in manifest.variants
-    ))
+    failed = {(v.format, v.precision) for v in manifest.variants if v.failed_parity}
+    labels = []
+    for variant in manifest.variants:
+        mark = FAILED_PARITY_MARK if (variant.format, variant.precision) in failed else ""
+        labels.append(f"{variant.format}/{variant.precision}{mark}")
+    return ",".join(dict.fromkeys(labels))
 
 
 def _package_size(manifest: Manifest) -> Optional[int]:
@@ -123,7 +120,7 @@ def _row(entry: Optional[CatalogEntry], package: Optional[ModelPackage]) -> dict
         "pinned": entry.pinned if entry is not None else None,
         "installed": package is not None,
         "path": str(package.directory) if package is not None else None,
-        "failed_parity": _failed_parity(manifest),
+        "failed_parity": [v.file for v in manifest.variants if v.failed_parity],
     }
 
 
@@ -150,7 +147,7 @@ def run_list(args: argparse.Namespace) -> int:
         )
     if any(row["failed_parity"] for row in rows):
         print(f"{FAILED_PARITY_MARK} failed the converter's parity check (shipped with --force): used only when its "
-              "precision is asked for by name")
+              "precision is requested by name")
     print(f"store: {store.root}", file=sys.stderr)
     return 0
 
